@@ -1,0 +1,25 @@
+"""isotune's mean-field engine: signal propagation in wide random gated RNNs.
+
+Theory of [G19] Gilboa et al., *Dynamical Isometry and a Mean Field Theory of LSTMs and GRUs*
+(arXiv:1901.08987) and [C18] Chen, Pennington, Schoenholz, *Gating Enables Signal Propagation in
+Recurrent Neural Networks* (ICML 2018), as reconstructed in THEORY.md. numpy and scipy only.
+"""
+
+from meanfield.errors import MeanFieldError
+from meanfield.jacobian import Isometry, isometry
+from meanfield.params import CELLS, MEMORY_GATE, Config, Inputs
+from meanfield.theory import FixedPointResult, fixed_point, time_scale, trajectory
+
+__all__ = [
+    "CELLS",
+    "MEMORY_GATE",
+    "Config",
+    "FixedPointResult",
+    "Inputs",
+    "Isometry",
+    "MeanFieldError",
+    "fixed_point",
+    "isometry",
+    "time_scale",
+    "trajectory",
+]

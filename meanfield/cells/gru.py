@@ -1,0 +1,154 @@
+"""Mean-field map of torch.nn.GRU, reset *after* the matmul (THEORY.md §3).
+
+r = σ(u_r), z = σ(u_z), n_t = tanh(A + r ⊙ V) with A = W_n x + b_n and V = U_n h_{t-1};
+h_t = (1 - z) n_t + z h_{t-1}.
+
+Given r, the candidate's pre-activation A + rV is Gaussian; n's moments are therefore integrals over
+the reset pre-activation of Gaussian integrals (2-D), its two-example moments 4-D. The state is the
+mean ``m`` and second moment ``q`` of h and the cross moment ``q_ab``; given Q all of them are exact
+in the untied limit (no closure).
+
+The Jacobian ∂h_t/∂h_{t-1} = D[z] + D[b_z] U_z + D[b_n] U_n + D[b_r] U_r with
+b_z = σ'(u_z)(h_{t-1} - n), b_n = (1 - z) tanh'(A + rV) r, b_r = (1 - z) tanh'(A + rV) σ'(u_r) V.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+
+from meanfield.cells.base import (
+    CellTheory,
+    JacobianMoments,
+    State,
+    convex_moments,
+    gate_power_moments,
+)
+from meanfield.quadrature import (
+    DSIGMOID,
+    SIGMOID,
+    SIGMOID_NEG,
+    TANH,
+    expect1,
+    expect2,
+    pair_rule,
+    power,
+    product,
+    rule,
+)
+
+__all__ = ["GRUTheory"]
+
+#: Panel order of the reset-gate rules (the reset gate is smooth; 6 panels × order nodes).
+ORDER_R = 6
+
+
+class GRUTheory(CellTheory):
+    name = "gru"
+    single_keys = ("m", "q")
+    cross_keys = ("q_ab",)
+
+    def __init__(self, cfg, inputs) -> None:
+        super().__init__(cfg, inputs)
+        pn = self.gate("n")
+        self.a_var = pn.sigma**2 * self.R + pn.rho**2  # Var(W_n x + b_n)
+        self.a_cov = pn.sigma**2 * self.R_ab + pn.rho**2
+
+    def _n_moments(self, q: np.ndarray, pmax: int) -> list[np.ndarray]:
+        """E[n^p], p = 0..pmax: average over the reset gate of a Gaussian integral."""
+        ur, wr = rule(self.gate("r").mu, self.var("r", q), SIGMOID.width, ORDER_R)
+        r = expit(ur)
+        nu2 = self.gate("n").nu ** 2
+        v = self.a_var[:, None] + r * r * (nu2 * q)[:, None]
+        mu = self.gate("n").mu[:, None]
+        out = [np.ones_like(q)]
+        out += [np.sum(wr * expect1(power(TANH, p), mu, v), axis=-1) for p in range(1, pmax + 1)]
+        return out
+
+    def _n_cross(self, q: np.ndarray, q_ab: np.ndarray) -> np.ndarray:
+        """E[n^a n^b]: 2-D over the two reset pre-activations, 2-D inside."""
+        mu_r, vr = self.gate("r").mu, self.var("r", q)
+        ua, ub, w = pair_rule(mu_r, vr, mu_r, vr, self.cov("r", q_ab), 16.0, 16.0, ORDER_R - 2)
+        ra, rb = expit(ua), expit(ub)
+        nu2 = (self.gate("n").nu ** 2)[:, None, None]
+        a_var, a_cov = self.a_var[:, None, None], self.a_cov[:, None, None]
+        qq, qab = q[:, None, None], q_ab[:, None, None]
+        mu = self.gate("n").mu[:, None, None]
+        va, vb = a_var + ra * ra * nu2 * qq, a_var + rb * rb * nu2 * qq
+        nn = expect2(TANH, TANH, mu, va, mu, vb, a_cov + ra * rb * nu2 * qab)
+        return np.sum(w * nn, axis=(-2, -1))
+
+    def reduced_single(self, q: np.ndarray) -> State:
+        w = gate_power_moments(self.gate("z").mu, self.var("z", q), pmax=2)
+        h = convex_moments(w, self._n_moments(q, 2), pmax=2)
+        return {"m": h[1], "q": h[2]}
+
+    def step(self, state: State) -> State:
+        q, m, q_ab = state["q"], state["m"], state["q_ab"]
+        mu, v = self.gate("z").mu, self.var("z", q)
+        ez, ez2 = expect1(SIGMOID, mu, v), expect1(power(SIGMOID, 2), mu, v)
+        zz = expect2(SIGMOID, SIGMOID, mu, v, mu, v, self.cov("z", q_ab))
+        _, en, en2 = self._n_moments(q, 2)
+        nn = self._n_cross(q, q_ab)
+        return {
+            "m": ez * m + (1 - ez) * en,
+            "q": ez2 * q + 2 * (ez - ez2) * en * m + (1 - 2 * ez + ez2) * en2,
+            "q_ab": zz * q_ab + 2 * (ez - zz) * m * en + (1 - 2 * ez + zz) * nn,
+        }
+
+    def reduced_cross(self, q_ab: np.ndarray, single: State) -> State:
+        return {"q_ab": self.step({**single, "q_ab": q_ab})["q_ab"]}
+
+    def identical(self, single: State) -> State:
+        return {"q_ab": single["q"]}
+
+    def _unit_integrals(self, q: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
+        """3-D integrals over (u_r, V, A) of the per-unit factors of b_n and b_r."""
+        ur, wr = rule(self.gate("r").mu, self.var("r", q), SIGMOID.width, ORDER_R)  # (N, P)
+        r, dr = expit(ur), DSIGMOID(ur)
+        nu_n = self.gate("n").nu
+        vv, wv = rule(np.zeros_like(ur), ((nu_n**2) * q)[:, None] + 0 * ur, 8.0, 5)  # (N,P,P)
+        pn, wa = rule(self.gate("n").mu[:, None, None] + r[..., None] * vv,
+                      self.a_var[:, None, None] + 0 * vv, TANH.width, 5)  # (N, P, P, P)
+        w = wr[:, :, None, None] * wv[..., None] * wa
+        n = np.tanh(pn)
+        t2 = (1 - n * n) ** 2
+        x1 = t2 * (r * r)[:, :, None, None]  # tanh'² r²
+        x2 = t2 * (dr * dr)[:, :, None, None] * (vv * vv)[..., None]  # tanh'² σ'(u_r)² V²
+
+        def e(f: np.ndarray) -> np.ndarray:
+            return np.sum(w * f, axis=(-3, -2, -1))
+
+        out = {"T1": e(x1), "T2": e(x2), "T1_4": e(x1 * x1), "T2_4": e(x2 * x2), "T12": e(x1 * x2)}
+        qq, mm = q[:, None, None, None], m[:, None, None, None]
+        out["D1"] = e((qq - 2 * mm * n + n * n) * x1)  # E[(h - n)² tanh'² r²]
+        out["D2"] = e((qq - 2 * mm * n + n * n) * x2)
+        return out
+
+    def jacobian_moments(self, single: State) -> JacobianMoments:
+        q, m = single["q"], single["m"]
+        mu, v = self.gate("z").mu, self.var("z", q)
+        w = gate_power_moments(mu, v, pmax=4)
+        nm = self._n_moments(q, 4)
+        h = convex_moments(w, nm, pmax=4)
+        d2 = h[2] - 2 * h[1] * nm[1] + nm[2]
+        d4 = h[4] - 4 * h[3] * nm[1] + 6 * h[2] * nm[2] - 4 * h[1] * nm[3] + nm[4]
+        u = self._unit_integrals(q, m)
+        nz2, nn2, nr2 = (self.gate(k).nu ** 2 for k in "znr")
+        sz2 = expect1(power(DSIGMOID, 2), mu, v)
+        omz2, omz4 = w[(0, 2)], w[(0, 4)]  # E[(1-z)²], E[(1-z)⁴]
+        bz2, bn2, br2 = nz2 * sz2 * d2, nn2 * omz2 * u["T1"], nr2 * omz2 * u["T2"]
+        b2 = bz2 + bn2 + br2
+        sz2_omz2 = expect1(product(DSIGMOID, DSIGMOID, SIGMOID_NEG, SIGMOID_NEG), mu, v)
+        b4 = (
+            nz2**2 * expect1(power(DSIGMOID, 4), mu, v) * d4
+            + nn2**2 * omz4 * u["T1_4"]
+            + nr2**2 * omz4 * u["T2_4"]
+            + 2 * nz2 * nn2 * sz2_omz2 * u["D1"]
+            + 2 * nz2 * nr2 * sz2_omz2 * u["D2"]
+            + 2 * nn2 * nr2 * omz4 * u["T12"]
+        )
+        z2sz2 = expect1(product(SIGMOID, SIGMOID, DSIGMOID, DSIGMOID), mu, v)
+        a2b2 = nz2 * z2sz2 * d2 + w[(2, 2)] * (nn2 * u["T1"] + nr2 * u["T2"])
+        one = np.ones_like(b2)
+        return JacobianMoments(w[(2, 0)], w[(4, 0)], one, one, w[(2, 0)], b2, b4, a2b2, (bz2, bn2, br2))

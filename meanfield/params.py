@@ -1,0 +1,196 @@
+"""Initialization hyperparameters and input statistics (THEORY.md §2).
+
+A :class:`Config` holds, for every gate of a cell, the bias mean ``mu``, bias spread ``rho``, input
+weight scale ``sigma`` and recurrent weight scale ``nu``. Values may be numpy arrays: all of them are
+broadcast to one shape, and every function of the engine then evaluates the whole array of
+configurations at once (a "grid").
+
+Gate names follow PyTorch: LSTM ``i, f, g, o``; GRU ``r, z, n``; minimalRNN ``e, u`` [C18];
+vanilla ``h``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from meanfield.errors import MeanFieldError
+
+__all__ = [
+    "CELLS",
+    "HYPERPARAMETERS",
+    "MEMORY_GATE",
+    "Config",
+    "GateParams",
+    "Inputs",
+]
+
+#: Gates of each cell, in PyTorch's order.
+CELLS: dict[str, tuple[str, ...]] = {
+    "lstm": ("i", "f", "g", "o"),
+    "gru": ("r", "z", "n"),
+    "minimalrnn": ("e", "u"),
+    "vanilla": ("h",),
+}
+
+#: The gate whose bias sets the memory time scale (forget / update gate).
+MEMORY_GATE: dict[str, str | None] = {"lstm": "f", "gru": "z", "minimalrnn": "u", "vanilla": None}
+
+#: Per-gate hyperparameters (THEORY.md §2).
+HYPERPARAMETERS = ("mu", "rho", "sigma", "nu")
+
+#: Values used when a hyperparameter is not given.
+DEFAULTS = {"mu": 0.0, "rho": 0.0, "sigma": 1.0, "nu": 1.0}
+
+Weights = Literal["gaussian", "orthogonal"]
+Regime = Literal["independent", "shared"]
+
+
+def _finite(name: str, value: object, *, nonnegative: bool = False) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise MeanFieldError(name, value, "must be a number") from None
+    if not np.all(np.isfinite(arr)):
+        raise MeanFieldError(name, value, "must be finite (not NaN or infinity)")
+    if nonnegative and np.any(arr < 0):
+        raise MeanFieldError(name, value, "must be >= 0")
+    return arr
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """Hyperparameters of one gate: bias ~ N(mu, rho²), W ~ N(0, sigma²/n_in), U ~ N(0, nu²/n)."""
+
+    mu: np.ndarray
+    rho: np.ndarray
+    sigma: np.ndarray
+    nu: np.ndarray
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Input statistics over the part of the sequence to be bridged (THEORY.md §2).
+
+    Attributes:
+        R: mean second moment of the input coordinates, E[x²].
+        regime: ``independent`` (two examples see independent inputs, cross-moment 0) or ``shared``
+            (identical inputs, cross-moment R).
+    """
+
+    R: float | np.ndarray = 1.0
+    regime: Regime = "independent"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "R", _finite("input_var", self.R, nonnegative=True))
+        if self.regime not in ("independent", "shared"):
+            raise MeanFieldError("inputs", self.regime, "must be 'independent' or 'shared'")
+
+    @property
+    def R_ab(self) -> np.ndarray:
+        """Cross-moment of the inputs of two examples."""
+        return self.R if self.regime == "shared" else np.zeros_like(self.R)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A cell and its initialization hyperparameters, possibly an array of configurations."""
+
+    cell: str
+    gates: Mapping[str, GateParams]
+    weights: Weights = "gaussian"
+    shape: tuple[int, ...] = field(default=())
+
+    @classmethod
+    def from_flat(
+        cls,
+        cell: str,
+        values: Mapping[str, object] | None = None,
+        *,
+        weights: str = "gaussian",
+    ) -> Config:
+        """Build a configuration from flat names such as ``mu``, ``nu_f``, ``sigma_g``.
+
+        A name without gate suffix sets every gate; a gate-specific name overrides it whatever the
+        order. Values may be scalars or arrays (broadcast together).
+        """
+        if cell not in CELLS:
+            raise MeanFieldError("cell", cell, f"unknown cell; choose one of {sorted(CELLS)}")
+        if weights not in ("gaussian", "orthogonal"):
+            raise MeanFieldError("weights", weights, "must be 'gaussian' or 'orthogonal'")
+        gate_names = CELLS[cell]
+        shared: dict[str, object] = {}
+        specific: dict[tuple[str, str], object] = {}
+        for name, value in (values or {}).items():
+            hp, _, gate = name.partition("_")
+            if hp not in HYPERPARAMETERS:
+                raise MeanFieldError(
+                    name, value, f"unknown hyperparameter; use one of {list(HYPERPARAMETERS)}"
+                )
+            if gate and gate not in gate_names:
+                raise MeanFieldError(
+                    name, value, f"unknown gate {gate!r} for cell {cell}; gates are {gate_names}"
+                )
+            if gate:
+                specific[(hp, gate)] = value
+            else:
+                shared[hp] = value
+        arrays: dict[tuple[str, str], np.ndarray] = {}
+        for gate in gate_names:
+            for hp in HYPERPARAMETERS:
+                key = (hp, gate)
+                raw = specific.get(key, shared.get(hp, DEFAULTS[hp]))
+                label = f"{hp}_{gate}" if key in specific else hp
+                arrays[key] = _finite(label, raw, nonnegative=hp != "mu")
+        try:
+            shape = np.broadcast_shapes(*(a.shape for a in arrays.values()))
+        except ValueError:
+            raise MeanFieldError("values", values, "array shapes do not broadcast") from None
+        gates = {
+            g: GateParams(
+                **{hp: np.broadcast_to(arrays[(hp, g)], shape).copy() for hp in HYPERPARAMETERS}
+            )
+            for g in gate_names
+        }
+        return cls(cell=cell, gates=gates, weights=weights, shape=shape)  # type: ignore[arg-type]
+
+    def __getitem__(self, gate: str) -> GateParams:
+        return self.gates[gate]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def flat(self) -> Config:
+        """The same configurations as a 1-D array (what the engine computes on)."""
+        n = self.size
+        gates = {
+            g: GateParams(**{hp: getattr(p, hp).reshape(n) for hp in HYPERPARAMETERS})
+            for g, p in self.gates.items()
+        }
+        return replace(self, gates=gates, shape=(n,))
+
+    def to_flat_dict(self) -> dict[str, object]:
+        """Per-gate values as ``{"mu_f": ..., ...}`` (floats for a single configuration)."""
+        out: dict[str, object] = {}
+        for g, p in self.gates.items():
+            for hp in HYPERPARAMETERS:
+                v = getattr(p, hp)
+                out[f"{hp}_{g}"] = float(v) if v.ndim == 0 else v
+        return out
+
+    def with_values(self, **values: object) -> Config:
+        """A copy with some flat-named values replaced (same rules as :meth:`from_flat`)."""
+        merged = {k: v for k, v in self.to_flat_dict().items()}
+        for name, value in values.items():
+            hp, _, gate = name.partition("_")
+            if not gate:
+                for g in self.gates:
+                    merged[f"{hp}_{g}"] = value
+            else:
+                merged[name] = value
+        return Config.from_flat(self.cell, merged, weights=self.weights)

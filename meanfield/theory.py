@@ -1,0 +1,174 @@
+"""Fixed points, time scales and trajectories of the mean-field maps (THEORY.md §3).
+
+:func:`fixed_point` is the entry point: for a :class:`~meanfield.params.Config` (one configuration
+or an array of them) and the input statistics it returns Q*, C*, the slopes χ_Q, χ_C of the moment
+map at its fixed point, the time scales ξ = −1/log χ, and the Jacobian moments m₁, m₂.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from meanfield.cells import THEORIES, CellTheory, State
+from meanfield.errors import MeanFieldError
+from meanfield.jacobian import moments
+from meanfield.params import Config, Inputs
+from meanfield.solvers import jacobian, spectral_radius, steffensen
+
+__all__ = ["FixedPointResult", "fixed_point", "theory_for", "time_scale", "trajectory"]
+
+
+def theory_for(cfg: Config, inputs: Inputs) -> CellTheory:
+    return THEORIES[cfg.cell](cfg, inputs)
+
+
+def time_scale(chi: np.ndarray) -> np.ndarray:
+    """ξ = −1/log χ (∞ for χ ≥ 1, 0 for χ = 0)."""
+    chi = np.asarray(chi, float)
+    with np.errstate(divide="ignore"):
+        return np.where(chi >= 1.0, np.inf, -1.0 / np.log(np.clip(chi, 0.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class FixedPointResult:
+    """Mean-field fixed point of one configuration or an array of them (arrays of ``shape``).
+
+    q_star: E[h²] at the fixed point. m_star: E[h]. s_star: E[c²] (LSTM; NaN otherwise).
+    c_star: correlation C* of two examples. chi_q, xi_q: slope and time scale of Q's relaxation.
+    chi_c, xi_c: slope and time scale of C's relaxation (the memory of the input).
+    m1, m2: per-step Jacobian moments. converged, iterations, residual: of the fixed-point solves.
+    """
+
+    q_star: np.ndarray
+    m_star: np.ndarray
+    s_star: np.ndarray
+    c_star: np.ndarray
+    chi_q: np.ndarray
+    xi_q: np.ndarray
+    chi_c: np.ndarray
+    xi_c: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+    converged: np.ndarray
+    iterations: int
+    residual: np.ndarray
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready values: floats (None for NaN, "inf" kept as float) or lists for arrays."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray) and v.ndim == 0:
+                v = v.item()
+            elif isinstance(v, np.ndarray):
+                v = v.tolist()
+            if isinstance(v, float) and np.isnan(v):
+                v = None
+            out[f.name] = v
+        return out
+
+
+def _solve_single(th: CellTheory, tol: float):
+    sol = steffensen(lambda q: th.reduced_single(q)["q"], np.ones(th.cfg.size), 0.0, 1.0, tol=tol)
+    state = th.reduced_single(sol.x)
+    state["q"] = sol.x
+    return state, sol
+
+
+def _solve_cross(th: CellTheory, single: State, tol: float):
+    """Cross fixed point. With shared inputs C = 1 is a fixed point: keep it where it is stable."""
+    q = single["q"]
+    ident = th.identical(single)
+    if th.inputs.regime == "shared":
+        jac = jacobian(lambda s: th.step({**single, **s}), ident, th.cross_keys, one_sided=True)
+        chi = spectral_radius(jac)
+        stable = chi < 1.0
+        if stable.all():
+            return ident, chi, np.ones(q.shape, bool), np.zeros(q.shape)
+        x0 = 0.5 * q
+    else:
+        stable = np.zeros(q.shape, bool)
+        x0 = np.zeros_like(q)
+    sol = steffensen(lambda x: th.reduced_cross(x, single)["q_ab"], x0, -q, q, tol=tol)
+    cross = th.reduced_cross(sol.x, single)
+    cross["q_ab"] = sol.x
+    cross = {k: np.where(stable, ident[k], cross[k]) for k in th.cross_keys}
+    at_boundary = stable
+    jac = jacobian(lambda s: th.step({**single, **s}), cross, th.cross_keys, one_sided=True)
+    chi = spectral_radius(jac)
+    conv = stable | sol.converged
+    return cross, chi, conv, np.where(at_boundary, 0.0, sol.residual)
+
+
+def fixed_point(cfg: Config, inputs: Inputs | None = None, *, tol: float = 1e-13) -> FixedPointResult:
+    """Fixed point, time scales and Jacobian moments of the untied mean-field map."""
+    inputs = inputs or Inputs()
+    th = theory_for(cfg, inputs)
+    single, sol = _solve_single(th, tol)
+    cross, chi_c, conv_c, res_c = _solve_cross(th, single, tol)
+    state = {**single, **cross}
+    jq = jacobian(lambda s: {**th.step({**state, **s})}, single, th.single_keys)
+    chi_q = spectral_radius(jq)
+    m1, m2 = moments(th.jacobian_moments(single), cfg.weights)
+    q = single["q"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_star = np.where(q > 0, cross["q_ab"] / q, 1.0)
+    nan = np.full(q.shape, np.nan)
+    values = {
+        "q_star": q,
+        "m_star": single.get("m", nan),
+        "s_star": single.get("s", nan),
+        "c_star": c_star,
+        "chi_q": chi_q,
+        "xi_q": time_scale(chi_q),
+        "chi_c": chi_c,
+        "xi_c": time_scale(chi_c),
+        "m1": m1,
+        "m2": m2,
+        "converged": sol.converged & conv_c,
+        "residual": np.maximum(sol.residual, res_c),
+    }
+    shaped = {k: np.asarray(v).reshape(cfg.shape) for k, v in values.items()}
+    return FixedPointResult(iterations=sol.iterations, **shaped)
+
+
+def trajectory(
+    cfg: Config,
+    inputs: Inputs | None = None,
+    steps: int = 100,
+    *,
+    start: str = "zero",
+) -> dict[str, np.ndarray]:
+    """Iterate the joint moment map for ``steps`` steps; arrays of shape (steps+1, *cfg.shape).
+
+    start: ``zero`` (h₀ = 0), ``identical`` (both examples at the single fixed point, C₀ = 1),
+    ``independent`` (both at the fixed point, decorrelated as by independent inputs).
+    Adds ``corr`` = Q^ab/Q, the correlation C_t of two examples.
+    """
+    inputs = inputs or Inputs()
+    th = theory_for(cfg, inputs)
+    if start == "zero":
+        state = th.zero_state()
+    elif start in ("identical", "independent"):
+        single, _ = _solve_single(th, 1e-13)
+        single = {k: single[k] for k in th.single_keys}
+        if start == "identical":
+            state = {**single, **th.identical(single)}
+        else:
+            ind = theory_for(cfg, Inputs(R=inputs.R, regime="independent"))
+            cross, *_ = _solve_cross(ind, single, 1e-13)
+            state = {**single, **cross}
+    else:
+        raise MeanFieldError("start", start, "must be 'zero', 'identical' or 'independent'")
+    keys = (*th.single_keys, *th.cross_keys)
+    hist = {k: [state[k]] for k in keys}
+    for _ in range(steps):
+        state = th.step(state)
+        for k in keys:
+            hist[k].append(state[k])
+    out = {k: np.stack(v).reshape(steps + 1, *cfg.shape) for k, v in hist.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["corr"] = np.where(out["q"] > 0, out["q_ab"] / out["q"], 1.0)
+    return out

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import cache
 
 import numpy as np
+from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 from scipy.special import expit
 
@@ -213,3 +214,30 @@ def pair_rule(mean_a, var_a, mean_b, var_b, cov, width_a: float, width_b: float,
     z2, w2 = _panel_rule(cmean, csd, width_b, order)
     ub = cmean[..., None] + csd[..., None] * z2
     return np.broadcast_to(ua[..., None], ub.shape), ub, w1[..., None] * w2
+
+
+@cache
+def _hermite(order: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = hermegauss(order)
+    return x, w / np.sqrt(2 * np.pi)
+
+
+def smooth_pair_rule(mean, var, cov, order: int = 12):
+    """Tensor Gauss–Hermite rule for a bivariate normal with equal marginals, for smooth
+    integrands (the GRU reset gate): points (u_a, u_b) and weights, shape (..., order²)."""
+    mean, var, cov = np.broadcast_arrays(*(np.asarray(a, float) for a in (mean, var, cov)))
+    x, w = _hermite(order)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.clip(np.where(sd > 0, cov / np.maximum(var, 1e-300), 0.0), -1.0, 1.0)
+    z1, z2 = np.repeat(x, order), np.tile(x, order)
+    ww = np.repeat(w, order) * np.tile(w, order)
+    m, s, r = mean[..., None], sd[..., None], rho[..., None]
+    return m + s * z1, m + s * (r * z1 + np.sqrt(1.0 - r * r) * z2), ww
+
+
+def smooth_rule(mean, var, order: int = 24):
+    """Gauss–Hermite rule for smooth integrands: points and weights, shape (..., order)."""
+    mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
+    x, w = _hermite(order)
+    return mean[..., None] + np.sqrt(np.maximum(var, 0.0))[..., None] * x, w

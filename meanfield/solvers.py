@@ -65,45 +65,50 @@ def steffensen(
 def bisect_increasing(
     f: Callable[[np.ndarray], np.ndarray],
     target: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
+    lo: np.ndarray | float,
+    hi: np.ndarray | float,
     *,
     x0: np.ndarray | None = None,
     xtol: float = 1e-10,
-    max_iter: int = 200,
+    ftol: float = 1e-10,
+    max_iter: int = 100,
 ) -> Solution:
     """Solve f(x) = target for f increasing on [lo, hi] (vectorized bracketed search).
 
-    Uses the secant point of the bracket when it shrinks the bracket well (Illinois-style), and
-    bisection otherwise; ``x0`` (e.g. a closed-form estimate) seeds the bracket.
+    Illinois (modified regula falsi): superlinear on smooth f, never leaves the bracket. ``x0``
+    (e.g. a closed-form estimate) shrinks the initial bracket.
     """
-    lo = np.array(np.broadcast_to(lo, np.shape(target)), dtype=float)
-    hi = np.array(np.broadcast_to(hi, np.shape(target)), dtype=float)
+    target = np.asarray(target, float)
+    lo = np.array(np.broadcast_to(lo, target.shape), dtype=float)
+    hi = np.array(np.broadcast_to(hi, target.shape), dtype=float)
     flo, fhi = f(lo) - target, f(hi) - target
+    bracketed = (flo <= 0) & (fhi >= 0)
     if x0 is not None:
         x0 = np.clip(x0, lo, hi)
         f0 = f(x0) - target
         below = f0 < 0
         lo, flo = np.where(below, x0, lo), np.where(below, f0, flo)
         hi, fhi = np.where(below, hi, x0), np.where(below, fhi, f0)
-    bracketed = (flo <= 0) & (fhi >= 0)
+    side = np.zeros(target.shape, dtype=int)
+    x, fx = lo.copy(), flo.copy()
     it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007
+    for it in range(1, max_iter + 1):  # noqa: B007 - reported below
         with np.errstate(divide="ignore", invalid="ignore"):
-            sec = lo - flo * (hi - lo) / (fhi - flo)
-        mid = 0.5 * (lo + hi)
-        width = hi - lo
-        use_sec = np.isfinite(sec) & (sec > lo + 0.05 * width) & (sec < hi - 0.05 * width)
-        x = np.where(use_sec & (it % 3 != 0), sec, mid)
+            x = (lo * fhi - hi * flo) / (fhi - flo)
+        x = np.where(np.isfinite(x) & (x > lo) & (x < hi), x, 0.5 * (lo + hi))
         fx = f(x) - target
         below = fx < 0
         lo, flo = np.where(below, x, lo), np.where(below, fx, flo)
         hi, fhi = np.where(below, hi, x), np.where(below, fhi, fx)
-        if np.all((hi - lo) <= xtol * (1.0 + np.abs(lo))):
+        # Illinois: halve the stale end's value when the same end moved twice in a row.
+        fhi = np.where(below & (side == -1), fhi / 2, fhi)
+        flo = np.where(~below & (side == 1), flo / 2, flo)
+        side = np.where(below, -1, 1)
+        done = (np.abs(fx) <= ftol) | ((hi - lo) <= xtol * (1.0 + np.abs(lo)))
+        if done.all():
             break
-    x = np.where(np.abs(flo) < np.abs(fhi), lo, hi)
-    residual = np.minimum(np.abs(flo), np.abs(fhi))
-    converged = bracketed & ((hi - lo) <= 10 * xtol * (1.0 + np.abs(lo)))
+    residual = np.abs(fx)
+    converged = bracketed & ((residual <= 10 * ftol) | ((hi - lo) <= 10 * xtol * (1 + np.abs(lo))))
     return Solution(x=x, converged=converged, iterations=it, residual=residual)
 
 

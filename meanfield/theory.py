@@ -82,7 +82,7 @@ def _solve_cross(th: CellTheory, single: State, tol: float):
     q = single["q"]
     ident = th.identical(single)
     if th.inputs.regime == "shared":
-        jac = jacobian(lambda s: th.step({**single, **s}), ident, th.cross_keys, one_sided=True)
+        jac = jacobian(lambda s: th.step_cross({**single, **s}), ident, th.cross_keys, one_sided=True)
         chi = spectral_radius(jac)
         stable = chi < 1.0
         if stable.all():
@@ -96,23 +96,30 @@ def _solve_cross(th: CellTheory, single: State, tol: float):
     cross["q_ab"] = sol.x
     cross = {k: np.where(stable, ident[k], cross[k]) for k in th.cross_keys}
     at_boundary = stable
-    jac = jacobian(lambda s: th.step({**single, **s}), cross, th.cross_keys, one_sided=True)
+    jac = jacobian(lambda s: th.step_cross({**single, **s}), cross, th.cross_keys, one_sided=True)
     chi = spectral_radius(jac)
     conv = stable | sol.converged
     return cross, chi, conv, np.where(at_boundary, 0.0, sol.residual)
 
 
-def fixed_point(cfg: Config, inputs: Inputs | None = None, *, tol: float = 1e-13) -> FixedPointResult:
-    """Fixed point, time scales and Jacobian moments of the untied mean-field map."""
+def fixed_point(
+    cfg: Config, inputs: Inputs | None = None, *, tol: float = 1e-13, jacobian_moments: bool = True
+) -> FixedPointResult:
+    """Fixed point, time scales and Jacobian moments of the untied mean-field map.
+
+    ``jacobian_moments=False`` skips m₁, m₂ (NaN) when only the time scales are needed.
+    """
     inputs = inputs or Inputs()
     th = theory_for(cfg, inputs)
     single, sol = _solve_single(th, tol)
     cross, chi_c, conv_c, res_c = _solve_cross(th, single, tol)
-    state = {**single, **cross}
-    jq = jacobian(lambda s: {**th.step({**state, **s})}, single, th.single_keys)
+    jq = jacobian(th.step_single, single, th.single_keys)
     chi_q = spectral_radius(jq)
-    m1, m2 = moments(th.jacobian_moments(single), cfg.weights)
     q = single["q"]
+    if jacobian_moments:
+        m1, m2 = moments(th.jacobian_moments(single), cfg.weights)
+    else:
+        m1 = m2 = np.full(q.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         c_star = np.where(q > 0, cross["q_ab"] / q, 1.0)
     nan = np.full(q.shape, np.nan)

@@ -88,9 +88,17 @@ class CellTheory:
         """Stationary cross state given Q^ab (single state at its fixed point); ``q_ab`` is G_C."""
         raise NotImplementedError
 
+    def step_single(self, state: State) -> State:
+        """One time step of the single-example moments."""
+        raise NotImplementedError
+
+    def step_cross(self, state: State) -> State:
+        """One time step of the cross moments (reads the single moments of the previous step)."""
+        raise NotImplementedError
+
     def step(self, state: State) -> State:
         """One time step of the joint (single + cross) moment map."""
-        raise NotImplementedError
+        return {**self.step_single(state), **self.step_cross(state)}
 
     def jacobian_moments(self, single: State) -> JacobianMoments:
         raise NotImplementedError

@@ -31,16 +31,17 @@ from meanfield.quadrature import (
     TANH,
     expect1,
     expect2,
-    pair_rule,
     power,
     product,
     rule,
+    smooth_pair_rule,
+    smooth_rule,
 )
 
 __all__ = ["GRUTheory"]
 
-#: Panel order of the reset-gate rules (the reset gate is smooth; 6 panels × order nodes).
-ORDER_R = 6
+#: Nodes per dimension of the reset-gate rules (the reset gate is a smooth function).
+ORDER_R = 12
 
 
 class GRUTheory(CellTheory):
@@ -56,7 +57,7 @@ class GRUTheory(CellTheory):
 
     def _n_moments(self, q: np.ndarray, pmax: int) -> list[np.ndarray]:
         """E[n^p], p = 0..pmax: average over the reset gate of a Gaussian integral."""
-        ur, wr = rule(self.gate("r").mu, self.var("r", q), SIGMOID.width, ORDER_R)
+        ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), 2 * ORDER_R)
         r = expit(ur)
         nu2 = self.gate("n").nu ** 2
         v = self.a_var[:, None] + r * r * (nu2 * q)[:, None]
@@ -66,45 +67,52 @@ class GRUTheory(CellTheory):
         return out
 
     def _n_cross(self, q: np.ndarray, q_ab: np.ndarray) -> np.ndarray:
-        """E[n^a n^b]: 2-D over the two reset pre-activations, 2-D inside."""
+        """E[n^a n^b]: 2-D over the two reset pre-activations (smooth), 2-D Gaussian inside."""
         mu_r, vr = self.gate("r").mu, self.var("r", q)
-        ua, ub, w = pair_rule(mu_r, vr, mu_r, vr, self.cov("r", q_ab), 16.0, 16.0, ORDER_R - 2)
+        ua, ub, w = smooth_pair_rule(mu_r, vr, self.cov("r", q_ab), ORDER_R)
         ra, rb = expit(ua), expit(ub)
-        nu2 = (self.gate("n").nu ** 2)[:, None, None]
-        a_var, a_cov = self.a_var[:, None, None], self.a_cov[:, None, None]
-        qq, qab = q[:, None, None], q_ab[:, None, None]
-        mu = self.gate("n").mu[:, None, None]
+        nu2 = (self.gate("n").nu ** 2)[:, None]
+        a_var, a_cov = self.a_var[:, None], self.a_cov[:, None]
+        qq, qab = q[:, None], q_ab[:, None]
+        mu = self.gate("n").mu[:, None]
         va, vb = a_var + ra * ra * nu2 * qq, a_var + rb * rb * nu2 * qq
         nn = expect2(TANH, TANH, mu, va, mu, vb, a_cov + ra * rb * nu2 * qab)
-        return np.sum(w * nn, axis=(-2, -1))
+        return np.sum(w * nn, axis=-1)
 
     def reduced_single(self, q: np.ndarray) -> State:
         w = gate_power_moments(self.gate("z").mu, self.var("z", q), pmax=2)
         h = convex_moments(w, self._n_moments(q, 2), pmax=2)
         return {"m": h[1], "q": h[2]}
 
-    def step(self, state: State) -> State:
-        q, m, q_ab = state["q"], state["m"], state["q_ab"]
+    def step_single(self, state: State) -> State:
+        q, m = state["q"], state["m"]
         mu, v = self.gate("z").mu, self.var("z", q)
         ez, ez2 = expect1(SIGMOID, mu, v), expect1(power(SIGMOID, 2), mu, v)
-        zz = expect2(SIGMOID, SIGMOID, mu, v, mu, v, self.cov("z", q_ab))
         _, en, en2 = self._n_moments(q, 2)
-        nn = self._n_cross(q, q_ab)
         return {
             "m": ez * m + (1 - ez) * en,
             "q": ez2 * q + 2 * (ez - ez2) * en * m + (1 - 2 * ez + ez2) * en2,
-            "q_ab": zz * q_ab + 2 * (ez - zz) * m * en + (1 - 2 * ez + zz) * nn,
         }
 
+    def step_cross(self, state: State) -> State:
+        q, m, q_ab = state["q"], state["m"], state["q_ab"]
+        mu, v = self.gate("z").mu, self.var("z", q)
+        ez = expect1(SIGMOID, mu, v)
+        zz = expect2(SIGMOID, SIGMOID, mu, v, mu, v, self.cov("z", q_ab))
+        en = self._n_moments(q, 1)[1]
+        nn = self._n_cross(q, q_ab)
+        return {"q_ab": zz * q_ab + 2 * (ez - zz) * m * en + (1 - 2 * ez + zz) * nn}
+
     def reduced_cross(self, q_ab: np.ndarray, single: State) -> State:
-        return {"q_ab": self.step({**single, "q_ab": q_ab})["q_ab"]}
+        return self.step_cross({**single, "q_ab": q_ab})
 
     def identical(self, single: State) -> State:
         return {"q_ab": single["q"]}
 
     def _unit_integrals(self, q: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
         """3-D integrals over (u_r, V, A) of the per-unit factors of b_n and b_r."""
-        ur, wr = rule(self.gate("r").mu, self.var("r", q), SIGMOID.width, ORDER_R)  # (N, P)
+        ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), 2 * ORDER_R)  # (N, P)
+        wr = np.broadcast_to(wr, ur.shape)
         r, dr = expit(ur), DSIGMOID(ur)
         nu_n = self.gate("n").nu
         vv, wv = rule(np.zeros_like(ur), ((nu_n**2) * q)[:, None] + 0 * ur, 8.0, 5)  # (N,P,P)

@@ -73,16 +73,20 @@ class LSTMTheory(CellTheory):
             out[k] = expect2(act, act, mu, v, mu, v, self.cov(k, q_ab))
         return out
 
-    def step(self, state: State) -> State:
-        q, q_ab = state["q"], state["q_ab"]
-        g = self._gates(q)
-        x = self._cross_gates(q, q_ab)
+    def step_single(self, state: State) -> State:
+        g = self._gates(state["q"])
+        m = g["f"] * state["m"] + g["i"] * g["g"]
+        s = g["f2"] * state["s"] + 2 * g["f"] * g["i"] * g["g"] * state["m"] + g["i2"] * g["g2"]
+        return {"m": m, "s": s, "q": g["o2"] * self._tanh2(m, s)}
+
+    def step_cross(self, state: State) -> State:
+        g = self._gates(state["q"])
+        x = self._cross_gates(state["q"], state["q_ab"])
         m = g["f"] * state["m"] + g["i"] * g["g"]
         s = g["f2"] * state["s"] + 2 * g["f"] * g["i"] * g["g"] * state["m"] + g["i2"] * g["g2"]
         s_ab = x["f"] * state["s_ab"] + 2 * g["f"] * g["i"] * g["g"] * state["m"] + x["i"] * x["g"]
         v = np.maximum(s - m * m, 0.0)
-        t_ab = expect2(TANH, TANH, m, v, m, v, s_ab - m * m)
-        return {"m": m, "s": s, "q": g["o2"] * self._tanh2(m, s), "s_ab": s_ab, "q_ab": x["o"] * t_ab}
+        return {"s_ab": s_ab, "q_ab": x["o"] * expect2(TANH, TANH, m, v, m, v, s_ab - m * m)}
 
     def reduced_cross(self, q_ab: np.ndarray, single: State) -> State:
         q, m, s = single["q"], single["m"], single["s"]

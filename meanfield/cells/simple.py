@@ -33,12 +33,12 @@ class VanillaTheory(CellTheory):
         mu, v = self.gate("h").mu, self.var("h", single["q"])
         return {"q_ab": expect2(TANH, TANH, mu, v, mu, v, self.cov("h", q_ab))}
 
-    def step(self, state: State) -> State:
+    def step_single(self, state: State) -> State:
+        return {"q": expect1(TANH2, self.gate("h").mu, self.var("h", state["q"]))}
+
+    def step_cross(self, state: State) -> State:
         mu, v = self.gate("h").mu, self.var("h", state["q"])
-        return {
-            "q": expect1(TANH2, mu, v),
-            "q_ab": expect2(TANH, TANH, mu, v, mu, v, self.cov("h", state["q_ab"])),
-        }
+        return {"q_ab": expect2(TANH, TANH, mu, v, mu, v, self.cov("h", state["q_ab"]))}
 
     def identical(self, single: State) -> State:
         return {"q_ab": single["q"]}
@@ -81,22 +81,26 @@ class MinimalRNNTheory(CellTheory):
         h = convex_moments(w, self.e_moments[:3], pmax=2)
         return {"m": h[1], "q": h[2]}
 
-    def step(self, state: State) -> State:
+    def step_single(self, state: State) -> State:
         mu, v = self._u(state["q"])
         eu, eu2 = expect1(SIGMOID, mu, v), expect1(power(SIGMOID, 2), mu, v)
         e1, e2 = self.e_moments[1], self.e_moments[2]
         m, q = state["m"], state["q"]
-        uu = expect2(SIGMOID, SIGMOID, mu, v, mu, v, self._u_cov(state["q_ab"]))
         return {
             "m": eu * m + (1 - eu) * e1,
             "q": eu2 * q + 2 * (eu - eu2) * e1 * m + (1 - 2 * eu + eu2) * e2,
-            "q_ab": uu * state["q_ab"]
-            + 2 * (eu - uu) * m * e1
-            + (1 - 2 * eu + uu) * self.e_ab,
         }
 
+    def step_cross(self, state: State) -> State:
+        mu, v = self._u(state["q"])
+        eu = expect1(SIGMOID, mu, v)
+        uu = expect2(SIGMOID, SIGMOID, mu, v, mu, v, self._u_cov(state["q_ab"]))
+        e1 = self.e_moments[1]
+        q_ab = uu * state["q_ab"] + 2 * (eu - uu) * state["m"] * e1 + (1 - 2 * eu + uu) * self.e_ab
+        return {"q_ab": q_ab}
+
     def reduced_cross(self, q_ab: np.ndarray, single: State) -> State:
-        return {"q_ab": self.step({**single, "q_ab": q_ab})["q_ab"]}
+        return self.step_cross({**single, "q_ab": q_ab})
 
     def identical(self, single: State) -> State:
         return {"q_ab": single["q"]}

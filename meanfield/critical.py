@@ -1,0 +1,121 @@
+"""Critical initialization: the memory-gate bias that gives a target time scale (THEORY.md §5).
+
+Given the cell, the bridge length T, the input statistics and the trainability constant c, solve the
+forget (LSTM) / update (GRU, minimalRNN) gate bias mean for ξ_C = T/c. ξ_C grows monotonically,
+roughly like exp(mu)/2 (the large-bias law of §3), so a bracketed search seeded by that law is
+reliable. Bias spreads are set to 0 and recurrent weights default to orthogonal; the recurrent scale
+nu (shared by all gates) is chosen among candidates to keep the T-step Jacobian closest to
+isometry: smallest |T log m₁| + T (m₂/m₁² − 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from meanfield.errors import MeanFieldError
+from meanfield.jacobian import Isometry, isometry
+from meanfield.params import MEMORY_GATE, Config, Inputs
+from meanfield.solvers import bisect_increasing
+from meanfield.theory import FixedPointResult, fixed_point
+
+__all__ = ["DEFAULT_C", "NU_CANDIDATES", "CriticalResult", "critical_init"]
+
+#: Trainability constant: trainable when T ≤ c·ξ. Placeholder until the trainability map
+#: (a later measurement) replaces it with a measured value.
+DEFAULT_C = 1.0
+#: Recurrent weight scales tried for near-isometry.
+NU_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.25)
+#: Search range of the memory-gate bias mean.
+MU_RANGE = (-6.0, 40.0)
+
+
+@dataclass(frozen=True)
+class CriticalResult:
+    """A full hyperparameter set whose ξ_C equals ``target_xi`` = T/c."""
+
+    cell: str
+    gate: str
+    mu: float
+    params: dict[str, float]
+    config: Config
+    target_xi: float
+    xi_c: float
+    converged: bool
+    fixed_point: FixedPointResult
+    isometry: Isometry
+
+
+def critical_init(
+    cell: str,
+    T: float,
+    inputs: Inputs | None = None,
+    *,
+    c: float = DEFAULT_C,
+    weights: str = "orthogonal",
+    base: Mapping[str, object] | None = None,
+    nu_candidates: Sequence[float] | None = None,
+) -> CriticalResult:
+    """Solve the memory-gate bias for ξ_C = T/c and return the whole configuration.
+
+    ``base`` sets other hyperparameters (flat names, e.g. ``{"sigma": 1}``); a ``nu`` in ``base``
+    fixes the recurrent scale instead of choosing it for isometry.
+    """
+    inputs = inputs or Inputs()
+    gate = MEMORY_GATE.get(cell, "") if isinstance(cell, str) else ""
+    if cell in MEMORY_GATE and gate is None:
+        raise MeanFieldError("cell", cell, "has no memory gate; its ξ is bounded with inputs")
+    if not np.isfinite(T) or T <= 0:
+        raise MeanFieldError("T", T, "must be a positive number of steps")
+    if not np.isfinite(c) or c <= 0:
+        raise MeanFieldError("c", c, "must be positive")
+    base = dict(base or {})
+    base.setdefault("rho", 0.0)
+    if any(k == "nu" or k.startswith("nu_") for k in base):
+        nus = np.array([np.nan])
+    else:
+        nus = np.asarray(nu_candidates or NU_CANDIDATES, float)
+    target = float(T) / c
+    mem = f"mu_{gate}"
+
+    def build(mu: np.ndarray) -> Config:
+        values = {**base, mem: mu}
+        if not np.isnan(nus).all():
+            values["nu"] = nus
+        return Config.from_flat(cell, values, weights=weights)
+
+    build(np.zeros(nus.shape))  # validates names and values before the search
+
+    def log_xi(mu: np.ndarray) -> np.ndarray:
+        xi = fixed_point(build(mu), inputs, jacobian_moments=False).xi_c
+        return np.log(np.maximum(xi, 1e-300))
+
+    # Large-bias law ξ ≈ exp(mu - Σ/2)/2, with Σ estimated at Q = 0.5.
+    seed = np.log(2.0 * target) + 0.5 * (1.0 + 0.5 * np.nan_to_num(nus, nan=1.0) ** 2)
+    sol = bisect_increasing(
+        log_xi, np.full(nus.shape, np.log(target)), MU_RANGE[0], MU_RANGE[1], x0=seed, ftol=1e-9
+    )
+    cfg = build(sol.x)
+    fp = fixed_point(cfg, inputs)
+    iso = isometry(fp.m1, fp.m2, int(round(T)))
+    penalty = np.abs(iso.log_m1) + np.abs(iso.spread)
+    penalty = np.where(sol.converged & np.isfinite(penalty), penalty, np.inf)
+    best = int(np.argmin(penalty))
+    params = {k: float(np.asarray(v)[best]) for k, v in cfg.to_flat_dict().items()}
+    best_cfg = Config.from_flat(cell, params, weights=weights)
+    best_fp = fixed_point(best_cfg, inputs)
+    xi = float(best_fp.xi_c)
+    return CriticalResult(
+        cell=cell,
+        gate=gate,
+        mu=params[mem],
+        params=params,
+        config=best_cfg,
+        target_xi=target,
+        xi_c=xi,
+        converged=bool(sol.converged[best]) and abs(xi / target - 1) < 1e-3,
+        fixed_point=best_fp,
+        isometry=isometry(best_fp.m1, best_fp.m2, int(round(T))),
+    )

@@ -3,18 +3,25 @@
 The cells are those of THEORY.md §1, with the initialization of §2. Every array of states has shape
 ``(2, n)``: the two examples a and b, which always run through the same network.
 
-A *sampler* hands a cell the products of its weight matrices with a pair of vectors and its biases:
+A cell asks its *sampler* for affine maps ``sum_j M_j v_j (+ b)`` of vector pairs v_j = (v^a, v^b):
 
 - :class:`TiedSampler` draws every matrix and bias once (a real network, THEORY.md §6);
-- :class:`FreshMatrixSampler` draws explicit matrices anew at every step (untied, THEORY.md §3);
-- :class:`PreactivationSampler` is also untied but never forms a matrix: for a fresh Gaussian matrix M
-  of variance s²/d, the pairs ((M v^a)_i, (M v^b)_i) are independent across units and bivariate normal
-  with covariance s² G/d, G the 2×2 Gram matrix of (v^a, v^b). For M = s·(Haar orthogonal), M maps an
-  orthonormal basis of span(v^a, v^b) to a uniformly random orthonormal 2-frame Q, so M v = s·C Q with
-  any C such that C Cᵀ = G (we use C = √G). Both cost O(n) per step.
+- :class:`FreshMatrixSampler` draws explicit matrices and biases anew at every step (untied, §3);
+- :class:`PreactivationSampler` is also untied but forms no matrix. For a fresh Gaussian M of
+  variance s²/d, the pairs ((M v^a)_i, (M v^b)_i) are independent across units and bivariate
+  normal with covariance s² G/d, G the Gram matrix of (v^a, v^b); independent terms and the bias
+  (mean mu, covariance rho² on every entry, as a and b share it) add up to one 2×2 covariance per
+  gate, sampled with its eigh-based square root (robust to singular G, e.g. identical examples).
+  For M = s·(Haar orthogonal), M maps an orthonormal basis of span(v^a, v^b) to a uniformly random
+  orthonormal 2-frame F, so M v = s √G F (any C with C Cᵀ = G gives the same law). Only the Gram
+  matrix of the inputs matters, so it is drawn directly (Wishart, Bartlett's construction).
+  Cost: O(n) per step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
@@ -34,13 +41,21 @@ __all__ = [
 
 #: Weight matrices of each cell: slot -> (gates, source). The source is what the matrix multiplies:
 #: "x" the input (width n_in, scale sigma_k), "h" the previous state (width n, scale nu_k, may be
-#: orthogonal), "e" the minimalRNN embedding (width n, scale sigma_k).
+#: orthogonal), "e" the minimalRNN embedding (width n, scale sigma_k). The GRU's candidate gate n
+#: has its own slots because its recurrent term is multiplied by the reset gate.
 SLOTS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "lstm": {"W": (CELLS["lstm"], "x"), "U": (CELLS["lstm"], "h")},
-    "gru": {"W": (CELLS["gru"], "x"), "U": (CELLS["gru"], "h")},
+    "gru": {
+        "W": (("r", "z"), "x"),
+        "U": (("r", "z"), "h"),
+        "Wn": (("n",), "x"),
+        "Un": (("n",), "h"),
+    },
     "minimalrnn": {"W": (("e",), "x"), "V": (("u",), "e"), "U": (("u",), "h")},
     "vanilla": {"W": (("h",), "x"), "U": (("h",), "h")},
 }
+
+Terms = Sequence[tuple[str, Any]]
 
 
 def haar_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -50,16 +65,16 @@ def haar_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def sqrt_psd(g: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (eigh-based).
+    """Symmetric square root of (a stack of) symmetric positive semi-definite matrices.
 
     Eigenvalues below zero (round-off of a singular Gram matrix) are clipped to zero.
     """
     w, v = np.linalg.eigh(g)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
 
 
 class Sampler:
-    """Common state: the cell's scales per slot, bias statistics and the random generator."""
+    """Explicit inputs and matrices; subclasses decide when weights are drawn."""
 
     def __init__(self, cfg: Config, rng: np.random.Generator, n: int, n_in: int) -> None:
         self.rng = rng
@@ -68,22 +83,27 @@ class Sampler:
         self.width = {"x": n_in, "h": n, "e": n}
         self.slots = SLOTS[cfg.cell]
         self.scale = {
-            slot: np.array([float(getattr(cfg[g], "nu" if src == "h" else "sigma")) for g in gates])
+            slot: np.array([getattr(cfg[g], "nu" if src == "h" else "sigma").item() for g in gates])
             for slot, (gates, src) in self.slots.items()
         }
-        gates = CELLS[cfg.cell]
-        self.mu = np.array([float(cfg[g].mu) for g in gates])[:, None]
-        self.rho = np.array([float(cfg[g].rho) for g in gates])[:, None]
+        self.mu = {g: cfg[g].mu.item() for g in CELLS[cfg.cell]}
+        self.rho = {g: cfg[g].rho.item() for g in CELLS[cfg.cell]}
 
-    def apply(self, slot: str, v: np.ndarray) -> np.ndarray:
-        """Products (K, 2, n) of the slot's K matrices with the pair v of shape (2, d)."""
-        raise NotImplementedError
+    def inputs(self, R: float, shared: bool) -> Any:
+        """The inputs of one step, coordinates N(0, R), as the sampler's ``affine`` takes them."""
+        x = self.rng.standard_normal((1 if shared else 2, self.width["x"])) * np.sqrt(R)
+        return np.repeat(x, 2, axis=0) if shared else x
 
-    def bias(self) -> np.ndarray:
-        """Biases (G, n) of all gates of the cell, in CELLS order (same for both examples)."""
-        return self.mu + self.rho * self.rng.standard_normal((self.mu.shape[0], self.n))
+    def affine(self, terms: Terms, bias: bool = False) -> np.ndarray:
+        """``sum_j M_j v_j`` (plus the gates' biases), shape (K, 2, n) for the K gates of the slots.
 
-    def _matrices(self, slot: str) -> np.ndarray:
+        Every slot of ``terms`` must cover the same gates; each slot is used once per step.
+        """
+        gates = self.slots[terms[0][0]][0]
+        out = sum(np.swapaxes(self._weights(slot) @ v.T, 1, 2) for slot, v in terms)
+        return out + self._bias(gates)[:, None, :] if bias else out
+
+    def _weights(self, slot: str) -> np.ndarray:
         """Fresh explicit matrices (K, n, d) of one slot."""
         gates, src = self.slots[slot]
         d, scale = self.width[src], self.scale[slot]
@@ -92,85 +112,147 @@ class Sampler:
         z = self.rng.standard_normal((len(gates), self.n, d))
         return z * (scale / np.sqrt(d))[:, None, None]
 
+    def _bias(self, gates: tuple[str, ...]) -> np.ndarray:
+        """Fresh biases (K, n), shared by both examples."""
+        mu = np.array([self.mu[g] for g in gates])[:, None]
+        rho = np.array([self.rho[g] for g in gates])[:, None]
+        return mu + rho * self.rng.standard_normal((len(gates), self.n))
+
 
 class FreshMatrixSampler(Sampler):
-    """Untied weights as explicit matrices, drawn anew at every use (each is used once per step)."""
-
-    def apply(self, slot: str, v: np.ndarray) -> np.ndarray:
-        return np.swapaxes(self._matrices(slot) @ v.T, 1, 2)
+    """Untied weights as explicit matrices and biases, drawn anew at every use (once per step)."""
 
 
 class TiedSampler(Sampler):
     """One draw of every matrix and bias, reused at every step."""
 
+    #: Steps of inputs drawn at once, so that the input matrices multiply them in one product.
+    BLOCK = 32
+
     def __init__(self, cfg: Config, rng: np.random.Generator, n: int, n_in: int) -> None:
         super().__init__(cfg, rng, n, n_in)
-        # Stored transposed and stacked, (d, K n): one matrix product per slot and step.
+        # Stacked, (K n, d) C-contiguous. Recurrent products take one matrix-vector product per
+        # example (for these skinny shapes OpenBLAS's gemv beats its gemm), one if both are equal.
         self.stacked = {
-            slot: np.ascontiguousarray(self._matrices(slot).reshape(-1, self.width[src]).T)
+            slot: np.ascontiguousarray(self._weights(slot).reshape(-1, self.width[src]))
             for slot, (_, src) in self.slots.items()
         }
-        self.fixed_bias = super().bias()
+        gates = CELLS[cfg.cell]
+        self.fixed_bias = dict(zip(gates, super()._bias(gates), strict=True))
+        self._queue: list[dict[str, np.ndarray]] = []
+        self._key: tuple[float, bool] | None = None
 
-    def apply(self, slot: str, v: np.ndarray) -> np.ndarray:
-        k = len(self.slots[slot][0])
-        return np.swapaxes((v @ self.stacked[slot]).reshape(2, k, self.n), 0, 1)
+    def inputs(self, R: float, shared: bool) -> dict[str, np.ndarray]:
+        """One step's inputs ``"x"`` (2, n_in) and their products (2, K n) with each input slot.
 
-    def bias(self) -> np.ndarray:
-        return self.fixed_bias
+        Inputs are independent of the state, so they are drawn and multiplied ``BLOCK`` steps ahead.
+        """
+        if not self._queue or self._key != (R, shared):
+            self._key = (R, shared)
+            xs = np.stack([Sampler.inputs(self, R, shared) for _ in range(self.BLOCK)])
+            flat = xs.reshape(-1, self.width["x"])
+            prods = {
+                slot: (flat @ m.T).reshape(self.BLOCK, 2, -1)
+                for slot, m in self.stacked.items()
+                if self.slots[slot][1] == "x"
+            }
+            self._queue = [
+                {"x": xs[t]} | {slot: p[t] for slot, p in prods.items()}
+                for t in reversed(range(self.BLOCK))
+            ]
+        return self._queue.pop()
+
+    def affine(self, terms: Terms, bias: bool = False) -> np.ndarray:
+        gates = self.slots[terms[0][0]][0]
+        out = np.zeros((2, len(gates) * self.n))
+        for slot, v in terms:
+            if isinstance(v, dict):  # precomputed by ``inputs``
+                out += v[slot]
+                continue
+            a = self.stacked[slot] @ v[0]
+            out[0] += a
+            out[1] += a if np.array_equal(v[0], v[1]) else self.stacked[slot] @ v[1]
+        out = np.swapaxes(out.reshape(2, len(gates), self.n), 0, 1)
+        return out + self._bias(gates)[:, None, :] if bias else out
+
+    def _bias(self, gates: tuple[str, ...]) -> np.ndarray:
+        return np.stack([self.fixed_bias[g] for g in gates])
 
 
 class PreactivationSampler(Sampler):
-    """Untied weights sampled through their exact per-unit law given the Gram matrix (O(n))."""
+    """Untied weights sampled through their exact per-unit law given Gram matrices (O(n))."""
 
-    def apply(self, slot: str, v: np.ndarray) -> np.ndarray:
-        gates, src = self.slots[slot]
-        root = sqrt_psd(v @ v.T)
-        z = self.rng.standard_normal((len(gates), 2, self.n))
-        if src == "h" and self.orthogonal:
-            # Gram–Schmidt of two Gaussian vectors: a uniformly random orthonormal 2-frame.
-            q1 = z[:, 0] / np.linalg.norm(z[:, 0], axis=1, keepdims=True)
-            w = z[:, 1] - np.sum(q1 * z[:, 1], axis=1, keepdims=True) * q1
-            z = np.stack([q1, w / np.linalg.norm(w, axis=1, keepdims=True)], axis=1)
-        else:
-            root = root / np.sqrt(self.width[src])
-        return self.scale[slot][:, None, None] * (root @ z)
+    def inputs(self, R: float, shared: bool) -> np.ndarray:
+        """Gram matrix ⟨x^a, x^b⟩/n_in (2×2) of the inputs: R/n_in times a Wishart draw."""
+        d = self.width["x"]
+        a2 = 2.0 * self.rng.standard_gamma(d / 2)  # chi-square with d degrees of freedom
+        if shared:
+            return np.full((2, 2), R * a2 / d)
+        b = self.rng.standard_normal()
+        c2 = 2.0 * self.rng.standard_gamma((d - 1) / 2)
+        a = np.sqrt(a2)
+        return (R / d) * np.array([[a2, a * b], [a * b, b * b + c2]])
+
+    def affine(self, terms: Terms, bias: bool = False) -> np.ndarray:
+        gates = self.slots[terms[0][0]][0]
+        k = len(gates)
+        cov = np.zeros((k, 2, 2))
+        out: np.ndarray | float = 0.0
+        for slot, v in terms:
+            src, scale = self.slots[slot][1], self.scale[slot]
+            if src == "h" and self.orthogonal:
+                # Frame F = T z from two Gaussian vectors z by Gram–Schmidt (T lower triangular),
+                # so that M v = s √G T z: one small matrix product instead of forming F.
+                z = self.rng.standard_normal((k, 2, self.n))
+                zz = np.einsum("kin,kjn->kij", z, z)
+                a = np.sqrt(zz[:, 0, 0])
+                proj = zz[:, 0, 1] / a
+                w = np.sqrt(zz[:, 1, 1] - proj**2)
+                tri = np.zeros((k, 2, 2))
+                tri[:, 0, 0], tri[:, 1, 0], tri[:, 1, 1] = 1 / a, -proj / (a * w), 1 / w
+                out = out + (scale[:, None, None] * sqrt_psd(v @ v.T)) @ tri @ z
+                continue
+            gram = v if src == "x" else v @ v.T / self.width[src]
+            cov += scale[:, None, None] ** 2 * gram
+        mean = np.zeros((k, 1, 1))
+        if bias:
+            cov += np.array([self.rho[g] ** 2 for g in gates])[:, None, None]
+            mean += np.array([self.mu[g] for g in gates])[:, None, None]
+        return out + mean + sqrt_psd(cov) @ self.rng.standard_normal((k, 2, self.n))
 
 
-def _lstm(state: tuple[np.ndarray, ...], x: np.ndarray, s: Sampler) -> tuple[np.ndarray, ...]:
+def _lstm(state: tuple[np.ndarray, ...], x: Any, s: Sampler) -> tuple[np.ndarray, ...]:
     h, c = state
-    u = s.apply("U", h) + s.apply("W", x) + s.bias()[:, None, :]
+    u = s.affine([("U", h), ("W", x)], bias=True)
     c = expit(u[1]) * c + expit(u[0]) * np.tanh(u[2])
     return expit(u[3]) * np.tanh(c), c
 
 
-def _gru(state: tuple[np.ndarray, ...], x: np.ndarray, s: Sampler) -> tuple[np.ndarray, ...]:
+def _gru(state: tuple[np.ndarray, ...], x: Any, s: Sampler) -> tuple[np.ndarray, ...]:
     (h,) = state
-    rec, inp, b = s.apply("U", h), s.apply("W", x), s.bias()[:, None, :]
-    r = expit(inp[0] + rec[0] + b[0])
-    z = expit(inp[1] + rec[1] + b[1])
-    cand = np.tanh(inp[2] + b[2] + r * rec[2])  # PyTorch: reset gate after the matmul
+    r, z = expit(s.affine([("U", h), ("W", x)], bias=True))
+    # PyTorch's reset-after candidate: tanh(W_n x + b_n + r ⊙ (U_n h)).
+    cand = np.tanh(s.affine([("Wn", x)], bias=True)[0] + r * s.affine([("Un", h)])[0])
     return ((1.0 - z) * cand + z * h,)
 
 
-def _minimalrnn(state: tuple[np.ndarray, ...], x: np.ndarray, s: Sampler) -> tuple[np.ndarray, ...]:
+def _minimalrnn(state: tuple[np.ndarray, ...], x: Any, s: Sampler) -> tuple[np.ndarray, ...]:
     (h,) = state
-    b = s.bias()[:, None, :]
-    e = np.tanh(s.apply("W", x)[0] + b[0])
-    u = expit(s.apply("U", h)[0] + s.apply("V", e)[0] + b[1])
+    e = np.tanh(s.affine([("W", x)], bias=True)[0])
+    u = expit(s.affine([("U", h), ("V", e)], bias=True)[0])
     return (u * h + (1.0 - u) * e,)
 
 
-def _vanilla(state: tuple[np.ndarray, ...], x: np.ndarray, s: Sampler) -> tuple[np.ndarray, ...]:
+def _vanilla(state: tuple[np.ndarray, ...], x: Any, s: Sampler) -> tuple[np.ndarray, ...]:
     (h,) = state
-    return (np.tanh(s.apply("U", h)[0] + s.apply("W", x)[0] + s.bias()[0]),)
+    return (np.tanh(s.affine([("U", h), ("W", x)], bias=True)[0]),)
 
 
 _STEPS = {"lstm": _lstm, "gru": _gru, "minimalrnn": _minimalrnn, "vanilla": _vanilla}
 
 
 def step(
-    cell: str, state: tuple[np.ndarray, ...], x: np.ndarray, sampler: Sampler
+    cell: str, state: tuple[np.ndarray, ...], x: Any, sampler: Sampler
 ) -> tuple[np.ndarray, ...]:
-    """One time step of ``cell``: state ``(h,)`` or, for the LSTM, ``(h, c)``; x of shape (2, n_in)."""
+    """One step of ``cell``: state ``(h,)`` or (LSTM) ``(h, c)``; x from ``sampler.inputs``."""
     return _STEPS[cell](state, x, sampler)

@@ -99,7 +99,7 @@ def critical_init(
     )
     cfg = build(sol.x)
     fp = fixed_point(cfg, inputs)
-    iso = isometry(fp.m1, fp.m2, int(round(T)))
+    iso = isometry(fp.m1, fp.m2, round(T))
     penalty = np.abs(iso.log_m1) + np.abs(iso.spread)
     penalty = np.where(sol.converged & np.isfinite(penalty), penalty, np.inf)
     best = int(np.argmin(penalty))
@@ -117,5 +117,5 @@ def critical_init(
         xi_c=xi,
         converged=bool(sol.converged[best]) and abs(xi / target - 1) < 1e-3,
         fixed_point=best_fp,
-        isometry=isometry(best_fp.m1, best_fp.m2, int(round(T))),
+        isometry=isometry(best_fp.m1, best_fp.m2, round(T)),
     )

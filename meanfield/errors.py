@@ -1,7 +1,7 @@
 """The one error type of :mod:`meanfield`.
 
-Every error names the offending field and its value, so that the CLI and, later, the service can turn
-it into a message a user can act on (CLI exit code 2, HTTP 422).
+Every error names the offending field and its value, so that the CLI and, later, the service can
+turn it into a message a user can act on (CLI exit code 2, HTTP 422).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Initialization hyperparameters and input statistics (THEORY.md §2).
 
 A :class:`Config` holds, for every gate of a cell, the bias mean ``mu``, bias spread ``rho``, input
-weight scale ``sigma`` and recurrent weight scale ``nu``. Values may be numpy arrays: all of them are
-broadcast to one shape, and every function of the engine then evaluates the whole array of
+weight scale ``sigma`` and recurrent weight scale ``nu``. Values may be numpy arrays: all of them
+are broadcast to one shape, and every function of the engine then evaluates the whole array of
 configurations at once (a "grid").
 
 Gate names follow PyTorch: LSTM ``i, f, g, o``; GRU ``r, z, n``; minimalRNN ``e, u`` [C18];

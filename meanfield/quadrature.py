@@ -1,23 +1,28 @@
 """Gaussian expectations of gate nonlinearities, vectorized over configurations.
 
-``expect1(f, m, v)`` is E[f(u)] for u ~ N(m, v); ``expect2`` is E[f(u_a) g(u_b)] for a bivariate normal.
-Both broadcast over arrays of means and variances, which is how the engine evaluates thousands of
-configurations at once.
+``expect1(f, m, v)`` is E[f(u)] for u ~ N(m, v); ``expect2`` is E[f(u_a) g(u_b)] for a bivariate
+normal. Both broadcast over arrays of means and variances, which is how the engine evaluates
+thousands of configurations at once.
 
 Why not plain Gauss–Hermite: near criticality the LSTM cell state has a standard deviation of 10 or
 more, and E[tanh(c)²], E[sech(c)²] then depend on a transition of width ~1 that Gauss–Hermite nodes
-(spaced ~0.2 standard deviations apart) do not resolve. We integrate over z ~ N(0, 1) on [-L, L] with
-Gauss–Legendre panels split where the argument m + s z crosses ±A, the region where the nonlinearity
-is not yet flat; each panel is then smooth and converges spectrally whatever the variance.
+(spaced ~0.2 standard deviations apart) do not resolve. We integrate over z ~ N(0, 1) on [-L, L]
+with Gauss–Legendre panels split where the argument m + s z crosses ±A, the region where the
+nonlinearity is not yet flat; each panel is then smooth and converges spectrally whatever the
+variance. Where the standard deviation is small enough for the integrand to be smooth on the scale
+of the density (``Activation.gh_sd``), a fixed 40-node Gauss–Hermite rule is used instead: it
+is cheaper.
 
 For weakly correlated pairs, |ρ| ≤ ``MEHLER_MAX_RHO``, ``expect2`` uses Mehler's expansion
 E[f(u_a) g(u_b)] = Σ_k ρ^k a_k b_k with a_k = E[f(m_a + s_a z) He_k(z)]/√k!; by Cauchy–Schwarz its
-truncation error is below |ρ|^(K+1) √(E[f²] E[g²]), whatever f and g are. Otherwise it nests two
-1-D rules: u_a = m_a + s_a z₁, and u_b | z₁ is normal.
+truncation error is below |ρ|^(K+1) √(E[f²] E[g²]), whatever f and g are. Within 2e-5 of ρ = 1 it
+uses Price's theorem, ∂E/∂cov = E[f'(u_a) g'(u_b)], at perfect correlation (1-D). Otherwise it nests
+two 1-D rules: u_a = m_a + s_a z₁, and u_b | z₁ is normal.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import cache
 
@@ -27,10 +32,10 @@ from numpy.polynomial.legendre import leggauss
 from scipy.special import expit
 
 __all__ = [
-    "Activation",
     "SIGMOID",
     "SIGMOID_NEG",
     "TANH",
+    "Activation",
     "expect1",
     "expect2",
 ]
@@ -41,22 +46,37 @@ L = 9.0
 ORDER_1D = 16
 #: Nodes per panel per dimension for direct 2-D expectations.
 ORDER_2D = 8
-#: Mehler expansion: highest order and largest |ρ| for which it is used.
-MEHLER_ORDER = 40
-MEHLER_MAX_RHO = 0.5
+#: Mehler expansion: highest order and largest |ρ| for which it is used (tail < 0.4^25 ≈ 1e-10).
+MEHLER_ORDER = 24
+MEHLER_MAX_RHO = 0.4
+#: Gauss–Hermite nodes for smooth integrands (standard deviation below ``Activation.gh_sd``).
+GH_ORDER = 40
+#: Correlations within this gap of 1 use the first-order expansion at ρ = 1 (error O(gap²)).
+TAYLOR_MAX_GAP = 2e-5
 #: Configurations per chunk in 2-D rules (bounds peak memory).
 CHUNK = 1024
 
 
 class Activation:
-    """A scalar nonlinearity and the half-width A of the region where it is not flat."""
+    """A scalar nonlinearity, the half-width A of the region where it is not flat, the largest
+    standard deviation for which a fixed Gauss–Hermite rule is accurate (≲1e-7), and optionally
+    its derivative (used at perfect correlation, Price's theorem)."""
 
-    __slots__ = ("fn", "name", "width")
+    __slots__ = ("deriv", "fn", "gh_sd", "name", "width")
 
-    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], width: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[np.ndarray], np.ndarray],
+        width: float,
+        gh_sd: float,
+        deriv: Activation | None = None,
+    ) -> None:
         self.name = name
         self.fn = fn
         self.width = width
+        self.gh_sd = gh_sd
+        self.deriv = deriv
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.fn(x)
@@ -74,11 +94,17 @@ def _dsigmoid(x: np.ndarray) -> np.ndarray:
     return s * expit(-x)
 
 
-TANH = Activation("tanh", np.tanh, 8.0)
-SIGMOID = Activation("sigmoid", expit, 16.0)
-SIGMOID_NEG = Activation("1-sigmoid", lambda x: expit(-x), 16.0)
-DTANH = Activation("tanh'", _sech2, 8.0)
-DSIGMOID = Activation("sigmoid'", _dsigmoid, 16.0)
+DTANH = Activation("tanh'", _sech2, 8.0, 0.5)
+DSIGMOID = Activation("sigmoid'", _dsigmoid, 16.0, 1.2)
+TANH = Activation("tanh", np.tanh, 8.0, 0.5, DTANH)
+SIGMOID = Activation("sigmoid", expit, 16.0, 1.2, DSIGMOID)
+SIGMOID_NEG = Activation(
+    "1-sigmoid",
+    lambda x: expit(-x),
+    16.0,
+    1.2,
+    Activation("-sigmoid'", lambda x: -_dsigmoid(x), 16.0, 1.2),
+)
 
 
 def product(*acts: Activation, name: str | None = None) -> Activation:
@@ -90,7 +116,12 @@ def product(*acts: Activation, name: str | None = None) -> Activation:
             out = out * a(x)
         return out
 
-    return Activation(name or "*".join(a.name for a in acts), fn, max(a.width for a in acts))
+    return Activation(
+        name or "*".join(a.name for a in acts),
+        fn,
+        max(a.width for a in acts),
+        min(a.gh_sd for a in acts) / np.sqrt(len(acts)),
+    )
 
 
 def power(act: Activation, p: int) -> Activation:
@@ -124,19 +155,66 @@ def expect1(act: Activation, mean, var, order: int = ORDER_1D) -> np.ndarray:
     """E[act(u)] for u ~ N(mean, var), broadcast over arrays."""
     mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
     sd = np.sqrt(np.maximum(var, 0.0))
-    z, w = _panel_rule(mean, sd, act.width, order)
-    return np.sum(w * act(mean[..., None] + sd[..., None] * z), axis=-1)
+    smooth = sd <= act.gh_sd
+    if smooth.all():
+        x, w = _hermite(GH_ORDER)
+        return act(mean[..., None] + sd[..., None] * x) @ w
+    out = np.empty(mean.shape)
+    if smooth.any():
+        x, w = _hermite(GH_ORDER)
+        out[smooth] = act(mean[smooth][:, None] + sd[smooth][:, None] * x) @ w
+    rough = ~smooth
+    m, s = mean[rough], sd[rough]
+    z, wt = _panel_rule(m, s, act.width, order)
+    out[rough] = np.sum(wt * act(m[:, None] + s[:, None] * z), axis=-1)
+    return out
+
+
+_COEFF_CACHE: OrderedDict = OrderedDict()
+_COEFF_CACHE_SIZE = 24
+
+
+def _hermite_matrix(order: int, kmax: int) -> np.ndarray:
+    """He_k(x_i)/√k! at the Gauss–Hermite nodes, shape (order, kmax+1)."""
+    x, _ = _hermite(order)
+    h = np.empty((order, kmax + 1))
+    h[:, 0] = 1.0
+    h[:, 1] = x
+    for k in range(1, kmax):
+        h[:, k + 1] = (x * h[:, k] - np.sqrt(k) * h[:, k - 1]) / np.sqrt(k + 1)
+    return h
 
 
 def _mehler_coefficients(act: Activation, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """a_k = E[act(mean + sd z) He_k(z)] / √k!, k = 0..MEHLER_ORDER; shape (K+1, *mean.shape)."""
-    z, w = _panel_rule(mean, sd, act.width, ORDER_1D)
-    fw = w * act(mean[..., None] + sd[..., None] * z)
-    out = np.empty((MEHLER_ORDER + 1, *mean.shape))
-    h_prev, h = np.zeros_like(z), np.ones_like(z)
-    for k in range(MEHLER_ORDER + 1):
-        out[k] = np.sum(fw * h, axis=-1)
-        h_prev, h = h, (z * h - np.sqrt(k) * h_prev) / np.sqrt(k + 1)
+    """a_k = E[act(mean + sd z) He_k(z)] / √k!, k = 0..MEHLER_ORDER; shape (*mean.shape, K+1).
+
+    Cached: a fixed-point solve evaluates the same marginals at many correlations.
+    """
+    key = (act.name, mean.shape, mean.tobytes(), sd.tobytes())
+    hit = _COEFF_CACHE.get(key)
+    if hit is not None:
+        _COEFF_CACHE.move_to_end(key)
+        return hit
+    out = np.empty((*mean.shape, MEHLER_ORDER + 1))
+    smooth = sd <= act.gh_sd
+    if smooth.any():
+        x, w = _hermite(GH_ORDER)
+        fw = act(mean[smooth][:, None] + sd[smooth][:, None] * x) * w
+        out[smooth] = fw @ _hermite_matrix(GH_ORDER, MEHLER_ORDER)
+    rough = ~smooth
+    if rough.any():
+        m, s = mean[rough], sd[rough]
+        z, w = _panel_rule(m, s, act.width, ORDER_1D)
+        fw = w * act(m[:, None] + s[:, None] * z)
+        h_prev, h = np.zeros_like(z), np.ones_like(z)
+        res = np.empty((m.size, MEHLER_ORDER + 1))
+        for k in range(MEHLER_ORDER + 1):
+            res[:, k] = np.sum(fw * h, axis=-1)
+            h_prev, h = h, (z * h - np.sqrt(k) * h_prev) / np.sqrt(k + 1)
+        out[rough] = res
+    _COEFF_CACHE[key] = out
+    if len(_COEFF_CACHE) > _COEFF_CACHE_SIZE:
+        _COEFF_CACHE.popitem(last=False)
     return out
 
 
@@ -162,7 +240,9 @@ def expect2(
     order: int = ORDER_2D,
 ) -> np.ndarray:
     """E[fa(u_a) fb(u_b)] for (u_a, u_b) bivariate normal, broadcast over arrays."""
-    arrays = np.broadcast_arrays(*(np.asarray(a, float) for a in (mean_a, var_a, mean_b, var_b, cov)))
+    arrays = np.broadcast_arrays(
+        *(np.asarray(a, float) for a in (mean_a, var_a, mean_b, var_b, cov))
+    )
     shape = arrays[0].shape
     ma, va, mb, vb, c = (a.reshape(-1) for a in arrays)
     sa, sb = np.sqrt(np.maximum(va, 0.0)), np.sqrt(np.maximum(vb, 0.0))
@@ -172,16 +252,24 @@ def expect2(
     rho = np.clip(rho, -1.0, 1.0)
     out = np.empty(ma.shape)
     weak = np.abs(rho) <= MEHLER_MAX_RHO
+    near_one = (rho >= 1.0 - TAYLOR_MAX_GAP) & (fa.deriv is not None) & (fb.deriv is not None)
     if weak.any():
-        idx = np.flatnonzero(weak)
-        for s in range(0, idx.size, 8 * CHUNK):
-            j = idx[s : s + 8 * CHUNK]
-            a = _mehler_coefficients(fa, ma[j], sa[j])
-            b = _mehler_coefficients(fb, mb[j], sb[j])
-            powers = rho[j][None, :] ** np.arange(MEHLER_ORDER + 1)[:, None]
-            out[j] = np.sum(powers * a * b, axis=0)
-    if (~weak).any():
-        idx = np.flatnonzero(~weak)
+        a = _mehler_coefficients(fa, ma[weak], sa[weak])
+        b = _mehler_coefficients(fb, mb[weak], sb[weak])
+        powers = rho[weak][:, None] ** np.arange(MEHLER_ORDER + 1)
+        out[weak] = np.sum(powers * a * b, axis=-1)
+    if near_one.any():
+        # Price's theorem at perfect correlation: E(cov) ≈ E(sa sb) + (cov - sa sb) E[fa' fb'].
+        j = near_one
+        u, w = rule(ma[j], sa[j] ** 2, fa.width, ORDER_1D)
+        z = (u - ma[j][:, None]) / np.where(sa[j] > 0, sa[j], 1.0)[:, None]
+        ub = mb[j][:, None] + sb[j][:, None] * z
+        e0 = np.sum(w * fa(u) * fb(ub), axis=-1)
+        e1 = np.sum(w * fa.deriv(u) * fb.deriv(ub), axis=-1)
+        out[j] = e0 + (c[j] - sa[j] * sb[j]) * e1
+    rest = ~(weak | near_one)
+    if rest.any():
+        idx = np.flatnonzero(rest)
         for s in range(0, idx.size, CHUNK):
             j = idx[s : s + CHUNK]
             out[j] = _direct2(fa, fb, ma[j], sa[j], mb[j], sb[j], rho[j], order)

@@ -1,10 +1,10 @@
-"""Finite-width simulation of the gated RNN cells, to check the mean-field theory (THEORY.md §3, §6).
+"""Finite-width simulation of the RNN cells, to check the mean-field theory (THEORY.md §3, §6).
 
 Two examples a and b run through the same random network of width n, initialized as in THEORY.md §2
-and fed inputs whose coordinates are N(0, R), fresh at every step, independent between the examples or
-shared (:class:`~meanfield.params.Inputs`). The simulator records the moments the theory predicts:
-Q_t = ⟨h^a_t, h^a_t⟩/n, the cross moment Q^{ab}_t, hence the correlation C_t, the mean of h^a_t and,
-for the LSTM, the cell-state moments.
+and fed inputs whose coordinates are N(0, R), fresh at every step, independent between the examples
+or shared (:class:`~meanfield.params.Inputs`). The simulator records the moments that the theory
+predicts: Q_t = ⟨h^a_t, h^a_t⟩/n, the cross moment Q^{ab}_t, hence the correlation C_t, the mean of
+h^a_t and, for the LSTM, the cell-state moments.
 
 Weights are either *untied* (fresh matrices and biases at every step, the mean-field assumption of
 THEORY.md §3) or *tied* (one draw reused at every step, a real network: THEORY.md §6 lists where the
@@ -109,19 +109,11 @@ def _scalar(name: str, value: object) -> float:
     return float(arr.reshape(()))
 
 
-def _draw_inputs(rng: np.random.Generator, R: float, n_in: int, shared: bool) -> np.ndarray:
-    """Inputs (2, n_in) of the two examples, coordinates N(0, R); drawn even when R = 0."""
-    x = rng.standard_normal((1 if shared else 2, n_in)) * np.sqrt(R)
-    return np.repeat(x, 2, axis=0) if shared else x
-
-
 def _run_seed(
     cfg: Config,
     sampler: Sampler,
-    rng: np.random.Generator,
     *,
     n: int,
-    n_in: int,
     steps: int,
     R: float,
     shared: bool,
@@ -134,14 +126,14 @@ def _run_seed(
     state = tuple(np.zeros((2, n)) for _ in range(2 if lstm else 1))
     if start != "zero":
         for _ in range(burn_in):
-            x = _draw_inputs(rng, burn_in_R, n_in, shared=start == "identical")
+            x = sampler.inputs(burn_in_R, shared=start == "identical")
             state = step(cfg.cell, state, x, sampler)
         if start == "identical":  # C_0 = 1 exactly, whatever the round-off of the burn-in
             state = tuple(np.repeat(v[:1], 2, axis=0) for v in state)
     out = np.zeros((7, steps + 1))
     for t in range(steps + 1):
         if t > 0:
-            state = step(cfg.cell, state, _draw_inputs(rng, R, n_in, shared), sampler)
+            state = step(cfg.cell, state, sampler.inputs(R, shared), sampler)
         h = state[0]
         gram = h @ h.T / n
         out[:4, t] = gram[0, 0], gram[1, 1], gram[0, 1], h[0].mean()
@@ -182,8 +174,8 @@ def simulate(
         burn_in_R: input second moment during burn-in; default ``inputs.R``. Give it when R = 0
             (zero padding), otherwise the burn-in leaves the state at its zero start.
         n_in: input width, default n.
-        mode: ``preactivation`` (untied only, the default there: exact O(n) sampling) or ``matrices``
-            (explicit weight matrices, the only choice when tied).
+        mode: ``preactivation`` (untied only, the default there: exact O(n) sampling) or
+            ``matrices`` (explicit weight matrices; the default and only choice when tied).
 
     Returns:
         The recorded moments at t = 0 (end of burn-in) to t = steps.
@@ -199,6 +191,8 @@ def simulate(
     n = _positive_int("n", n, 2)
     steps = _positive_int("steps", steps, 0)
     n_in = n if n_in is None else _positive_int("n_in", n_in, 1)
+    if isinstance(seeds, int | np.integer):
+        raise MeanFieldError("seeds", seeds, "must be a sequence of seeds, e.g. range(4)")
     seed_list = [_positive_int("seeds", s, 0) for s in seeds]
     if not seed_list:
         raise MeanFieldError("seeds", seeds, "needs at least one seed")
@@ -209,11 +203,15 @@ def simulate(
     if mode not in ("preactivation", "matrices"):
         raise MeanFieldError("mode", mode, "must be 'preactivation' or 'matrices'")
     if tied and mode == "preactivation":
-        raise MeanFieldError("mode", mode, "pre-activation sampling is exact only for untied weights")
+        raise MeanFieldError(
+            "mode", mode, "pre-activation sampling is exact only for untied weights"
+        )
     R = _scalar("input_var", inputs.R)
     if start == "zero":
         if burn_in not in (None, 0) or burn_in_R is not None:
-            raise MeanFieldError("burn_in", burn_in, "only used with start 'identical'/'independent'")
+            raise MeanFieldError(
+                "burn_in", burn_in, "only used with start 'identical'/'independent'"
+            )
         burn_in = 0
     burn_in = max(200, steps) if burn_in is None else _positive_int("burn_in", burn_in, 0)
     b_R = R if burn_in_R is None else _scalar("burn_in_R", burn_in_R)
@@ -231,14 +229,11 @@ def simulate(
     }[(bool(tied), mode)]
     runs = []
     for seed in seed_list:
-        rng = np.random.default_rng(seed)
         runs.append(
             _run_seed(
                 cfg,
-                sampler_cls(cfg, rng, n, n_in),
-                rng,
+                sampler_cls(cfg, np.random.default_rng(seed), n, n_in),
                 n=n,
-                n_in=n_in,
                 steps=steps,
                 R=R,
                 shared=inputs.regime == "shared",

@@ -82,7 +82,9 @@ def _solve_cross(th: CellTheory, single: State, tol: float):
     q = single["q"]
     ident = th.identical(single)
     if th.inputs.regime == "shared":
-        jac = jacobian(lambda s: th.step_cross({**single, **s}), ident, th.cross_keys, one_sided=True)
+        jac = jacobian(
+            lambda s: th.step_cross({**single, **s}), ident, th.cross_keys, one_sided=True
+        )
         chi = spectral_radius(jac)
         stable = chi < 1.0
         if stable.all():

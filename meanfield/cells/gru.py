@@ -116,8 +116,12 @@ class GRUTheory(CellTheory):
         r, dr = expit(ur), DSIGMOID(ur)
         nu_n = self.gate("n").nu
         vv, wv = rule(np.zeros_like(ur), ((nu_n**2) * q)[:, None] + 0 * ur, 8.0, 5)  # (N,P,P)
-        pn, wa = rule(self.gate("n").mu[:, None, None] + r[..., None] * vv,
-                      self.a_var[:, None, None] + 0 * vv, TANH.width, 5)  # (N, P, P, P)
+        pn, wa = rule(
+            self.gate("n").mu[:, None, None] + r[..., None] * vv,
+            self.a_var[:, None, None] + 0 * vv,
+            TANH.width,
+            5,
+        )  # (N, P, P, P)
         w = wr[:, :, None, None] * wv[..., None] * wa
         n = np.tanh(pn)
         t2 = (1 - n * n) ** 2
@@ -159,4 +163,6 @@ class GRUTheory(CellTheory):
         z2sz2 = expect1(product(SIGMOID, SIGMOID, DSIGMOID, DSIGMOID), mu, v)
         a2b2 = nz2 * z2sz2 * d2 + w[(2, 2)] * (nn2 * u["T1"] + nr2 * u["T2"])
         one = np.ones_like(b2)
-        return JacobianMoments(w[(2, 0)], w[(4, 0)], one, one, w[(2, 0)], b2, b4, a2b2, (bz2, bn2, br2))
+        return JacobianMoments(
+            w[(2, 0)], w[(4, 0)], one, one, w[(2, 0)], b2, b4, a2b2, (bz2, bn2, br2)
+        )

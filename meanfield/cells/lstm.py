@@ -32,7 +32,7 @@ from meanfield.quadrature import (
 __all__ = ["LSTMTheory"]
 
 SIG2 = power(SIGMOID, 2)
-ONE_MINUS_SIG2 = product(SIGMOID_NEG, Activation("1+sigmoid", lambda x: 1 + SIGMOID(x), 16.0))
+ONE_MINUS_SIG2 = product(SIGMOID_NEG, Activation("1+sigmoid", lambda x: 1 + SIGMOID(x), 16.0, 1.2))
 
 
 class LSTMTheory(CellTheory):

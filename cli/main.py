@@ -1,0 +1,74 @@
+"""The ``isotune`` console script: a Typer app with the ``theory`` sub-app (:mod:`cli.theory`).
+
+Exit codes are assigned here and only here: 0 on success; 2 for bad input, reported as one line on
+stderr, ``error: <field>=<value>: <reason>``, without traceback. Bad input is a
+:class:`~meanfield.MeanFieldError` (the engine's, also raised by the CLI's own parsing) or a
+``typer.BadParameter`` (a value Typer could not convert, a missing option). Anything else is a bug
+and keeps its traceback (unknown options and commands keep Typer's usual usage message, also exit
+code 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import numpy as np
+import typer
+from typer.core import TyperGroup
+
+from cli.theory import theory_app
+from meanfield import MeanFieldError
+
+__all__ = ["EXIT_BAD_INPUT", "app", "format_value"]
+
+EXIT_BAD_INPUT = 2
+
+
+def format_value(value: Any, limit: int = 60) -> str:
+    """A short one-line rendering of a rejected value (arrays as their shape and range)."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        if value.size == 0 or value.dtype.kind not in "iuf":
+            return f"array of shape {value.shape}"
+        return f"array of shape {value.shape} in [{value.min():g}, {value.max():g}]"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):g}"
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+class _IsotuneGroup(TyperGroup):
+    """The top-level group: every subcommand runs inside :meth:`invoke`, so errors map here."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MeanFieldError as e:
+            _fail(f"{e.field}={format_value(e.value)}: {e.reason}")
+        except typer.BadParameter as e:
+            _fail(" ".join(e.format_message().split()))
+
+
+app = typer.Typer(
+    name="isotune",
+    cls=_IsotuneGroup,
+    help="Hyperparameter search for gated RNNs with a mean-field time-scale prior.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(theory_app, name="theory")
+
+
+@app.callback()
+def _root() -> None:
+    """Hyperparameter search for gated RNNs with a mean-field time-scale prior."""
+
+
+if __name__ == "__main__":
+    app(prog_name="isotune")

@@ -174,6 +174,15 @@ class Config:
         }
         return replace(self, gates=gates, shape=(n,))
 
+    def take(self, index: np.ndarray) -> Config:
+        """The configurations ``self.flat()[index]`` as a 1-D array."""
+        flat = self.flat()
+        gates = {
+            g: GateParams(**{hp: getattr(p, hp)[index] for hp in HYPERPARAMETERS})
+            for g, p in flat.gates.items()
+        }
+        return replace(flat, gates=gates, shape=(len(np.arange(flat.size)[index]),))
+
     def to_flat_dict(self) -> dict[str, object]:
         """Per-gate values as ``{"mu_f": ..., ...}`` (floats for a single configuration)."""
         out: dict[str, object] = {}

@@ -38,6 +38,7 @@ __all__ = [
     "Activation",
     "expect1",
     "expect2",
+    "expect_many",
 ]
 
 #: Half-length of the integration range in standard deviations (mass outside: 2e-19).
@@ -50,7 +51,7 @@ ORDER_2D = 8
 MEHLER_ORDER = 24
 MEHLER_MAX_RHO = 0.4
 #: Gauss–Hermite nodes for smooth integrands (standard deviation below ``Activation.gh_sd``).
-GH_ORDER = 40
+GH_ORDER = 64
 #: Correlations within this gap of 1 use the first-order expansion at ρ = 1 (error O(gap²)).
 TAYLOR_MAX_GAP = 2e-5
 #: Configurations per chunk in 2-D rules (bounds peak memory).
@@ -94,16 +95,16 @@ def _dsigmoid(x: np.ndarray) -> np.ndarray:
     return s * expit(-x)
 
 
-DTANH = Activation("tanh'", _sech2, 8.0, 0.5)
-DSIGMOID = Activation("sigmoid'", _dsigmoid, 16.0, 1.2)
-TANH = Activation("tanh", np.tanh, 8.0, 0.5, DTANH)
-SIGMOID = Activation("sigmoid", expit, 16.0, 1.2, DSIGMOID)
+DTANH = Activation("tanh'", _sech2, 8.0, 1.0)
+DSIGMOID = Activation("sigmoid'", _dsigmoid, 16.0, 2.0)
+TANH = Activation("tanh", np.tanh, 8.0, 1.0, DTANH)
+SIGMOID = Activation("sigmoid", expit, 16.0, 2.0, DSIGMOID)
 SIGMOID_NEG = Activation(
     "1-sigmoid",
     lambda x: expit(-x),
     16.0,
-    1.2,
-    Activation("-sigmoid'", lambda x: -_dsigmoid(x), 16.0, 1.2),
+    2.0,
+    Activation("-sigmoid'", lambda x: -_dsigmoid(x), 16.0, 2.0),
 )
 
 
@@ -120,7 +121,8 @@ def product(*acts: Activation, name: str | None = None) -> Activation:
         name or "*".join(a.name for a in acts),
         fn,
         max(a.width for a in acts),
-        min(a.gh_sd for a in acts) / np.sqrt(len(acts)),
+        # quartic products oscillate faster between Hermite nodes: a smaller smooth range
+        min(a.gh_sd for a in acts) * (1.0 if len(acts) <= 2 else 0.75),
     )
 
 
@@ -168,6 +170,46 @@ def expect1(act: Activation, mean, var, order: int = ORDER_1D) -> np.ndarray:
     z, wt = _panel_rule(m, s, act.width, order)
     out[rough] = np.sum(wt * act(m[:, None] + s[:, None] * z), axis=-1)
     return out
+
+
+def expect_many(
+    fn: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+    mean,
+    var,
+    like: Activation,
+    order: int = ORDER_1D,
+) -> tuple[np.ndarray, ...]:
+    """(E[f₁(u)], E[f₂(u)], …) for u ~ N(mean, var) and ``fn(u) = (f₁(u), f₂(u), …)``.
+
+    One quadrature rule (that of ``like``: its width and smooth range) serves every function, so
+    the nonlinearity is evaluated once per node however many of its moments are needed.
+    """
+    mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
+    shape = mean.shape
+    mean, sd = mean.reshape(-1), np.sqrt(np.maximum(var.reshape(-1), 0.0))
+    smooth = sd <= like.gh_sd
+    x, w = _hermite(GH_ORDER)
+    if smooth.all():
+        vals = fn(mean[:, None] + sd[:, None] * x)
+        return tuple((v @ w).reshape(shape) for v in vals)
+    outs: list[np.ndarray] | None = None
+    for part in (smooth, ~smooth):
+        if not part.any():
+            continue
+        m, s = mean[part], sd[part]
+        if part is smooth:
+            vals = fn(m[:, None] + s[:, None] * x)
+            res = [v @ w for v in vals]
+        else:
+            z, wt = _panel_rule(m, s, like.width, order)
+            vals = fn(m[:, None] + s[:, None] * z)
+            res = [np.sum(wt * v, axis=-1) for v in vals]
+        if outs is None:
+            outs = [np.empty(mean.shape) for _ in res]
+        for o, r in zip(outs, res, strict=True):
+            o[part] = r
+    assert outs is not None
+    return tuple(o.reshape(shape) for o in outs)
 
 
 _COEFF_CACHE: OrderedDict = OrderedDict()
@@ -256,8 +298,11 @@ def expect2(
     if weak.any():
         a = _mehler_coefficients(fa, ma[weak], sa[weak])
         b = _mehler_coefficients(fb, mb[weak], sb[weak])
-        powers = rho[weak][:, None] ** np.arange(MEHLER_ORDER + 1)
-        out[weak] = np.sum(powers * a * b, axis=-1)
+        r = rho[weak]
+        acc = a[:, MEHLER_ORDER] * b[:, MEHLER_ORDER]
+        for k in range(MEHLER_ORDER - 1, -1, -1):  # Horner
+            acc = acc * r + a[:, k] * b[:, k]
+        out[weak] = acc
     if near_one.any():
         # Price's theorem at perfect correlation: E(cov) ≈ E(sa sb) + (cov - sa sb) E[fa' fb'].
         j = near_one

@@ -78,30 +78,46 @@ def _solve_single(th: CellTheory, tol: float):
 
 
 def _solve_cross(th: CellTheory, single: State, tol: float):
-    """Cross fixed point. With shared inputs C = 1 is a fixed point: keep it where it is stable."""
+    """Cross fixed point, its slope χ_C, convergence and residual.
+
+    With shared inputs C = 1 is a fixed point; where it is stable (one-sided slope < 1) it is the
+    answer, and only the other configurations are solved for an interior C* < 1.
+    """
     q = single["q"]
+    n = q.shape[0]
     ident = th.identical(single)
+    chi = np.empty(n)
+    conv = np.ones(n, bool)
+    residual = np.zeros(n)
+    cross = {k: np.array(v, float, copy=True) for k, v in ident.items()}
     if th.inputs.regime == "shared":
+        # The step is small enough for pair expectations to stay on their ρ → 1 (Price) branch,
+        # which is linear in the covariance: the one-sided difference is then exact.
         jac = jacobian(
-            lambda s: th.step_cross({**single, **s}), ident, th.cross_keys, one_sided=True
+            lambda s: th.step_cross({**single, **s}), ident, th.cross_keys, one_sided=True, rel=1e-7
         )
-        chi = spectral_radius(jac)
-        stable = chi < 1.0
-        if stable.all():
-            return ident, chi, np.ones(q.shape, bool), np.zeros(q.shape)
-        x0 = 0.5 * q
+        chi[:] = spectral_radius(jac)
+        todo = np.flatnonzero(~(chi < 1.0))
+        x0 = 0.5 * q[todo]
     else:
-        stable = np.zeros(q.shape, bool)
-        x0 = np.zeros_like(q)
-    sol = steffensen(lambda x: th.reduced_cross(x, single)["q_ab"], x0, -q, q, tol=tol)
-    cross = th.reduced_cross(sol.x, single)
-    cross["q_ab"] = sol.x
-    cross = {k: np.where(stable, ident[k], cross[k]) for k in th.cross_keys}
-    at_boundary = stable
-    jac = jacobian(lambda s: th.step_cross({**single, **s}), cross, th.cross_keys, one_sided=True)
-    chi = spectral_radius(jac)
-    conv = stable | sol.converged
-    return cross, chi, conv, np.where(at_boundary, 0.0, sol.residual)
+        todo = np.arange(n)
+        x0 = np.zeros(n)
+    if todo.size == 0:
+        return cross, chi, conv, residual
+    sub = th if todo.size == n else th.subset(todo)
+    sub_single = single if todo.size == n else {k: v[todo] for k, v in single.items()}
+    qs = sub_single["q"]
+    sol = steffensen(lambda x: sub.reduced_cross(x, sub_single)["q_ab"], x0, -qs, qs, tol=tol)
+    sub_cross = sub.reduced_cross(sol.x, sub_single)
+    sub_cross["q_ab"] = sol.x
+    sub_cross = {k: sub_cross[k] for k in th.cross_keys}
+    jac = jacobian(lambda s: sub.step_cross({**sub_single, **s}), sub_cross, th.cross_keys)
+    chi[todo] = spectral_radius(jac)
+    for k in th.cross_keys:
+        cross[k][todo] = sub_cross[k]
+    conv[todo] = sol.converged
+    residual[todo] = sol.residual
+    return cross, chi, conv, residual
 
 
 def fixed_point(

@@ -58,7 +58,21 @@ class CellTheory:
         self.R_ab = self.R if inputs.regime == "shared" else np.zeros(n)
         self.inputs = inputs
 
+    def subset(self, index: np.ndarray) -> CellTheory:
+        """The theory of the configurations ``index`` only (solvers work on what is left)."""
+        return type(self)(self.cfg.take(index), Inputs(R=self.R[index], regime=self.inputs.regime))
+
     # -- helpers ------------------------------------------------------------------------------
+    def memo(self, name: str, x: np.ndarray, compute):
+        """``compute(x)``, remembered for the last few distinct ``x`` (solvers revisit states)."""
+        cache = self.__dict__.setdefault("_memo", {})
+        key = (name, x.tobytes())
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = compute(x)
+        return cache[key]
+
     def gate(self, k: str) -> GateParams:
         return self.cfg.gates[k]
 

@@ -14,25 +14,42 @@ tanh'(c_{t-1})] for k ∈ {f, i, g}, with b_f = σ'(u_f) c_{t-1}, b_i = σ'(u_i)
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from meanfield.cells.base import CellTheory, JacobianMoments, State
-from meanfield.quadrature import (
-    DSIGMOID,
-    DTANH,
-    SIGMOID,
-    SIGMOID_NEG,
-    TANH,
-    Activation,
-    expect1,
-    expect2,
-    power,
-    product,
-)
+from meanfield.quadrature import SIGMOID, SIGMOID_NEG, TANH, expect1, expect2, expect_many, power
 
 __all__ = ["LSTMTheory"]
 
-SIG2 = power(SIGMOID, 2)
-ONE_MINUS_SIG2 = product(SIGMOID_NEG, Activation("1+sigmoid", lambda x: 1 + SIGMOID(x), 16.0, 1.2))
+SIG4 = power(SIGMOID, 4)
+TANH4 = power(TANH, 4)
+TANH2 = power(TANH, 2)
+
+
+def _sigmoid_moments(u: np.ndarray) -> tuple[np.ndarray, ...]:
+    """σ, σ², 1 - σ and 1 - σ² = (1 - σ)(1 + σ), the last two with full relative precision."""
+    s, n = expit(u), expit(-u)
+    return s, s * s, n, n * (1.0 + s)
+
+
+def _tanh_moments(u: np.ndarray) -> tuple[np.ndarray, ...]:
+    t = np.tanh(u)
+    return t, t * t
+
+
+def _sigmoid_jac(u: np.ndarray) -> tuple[np.ndarray, ...]:
+    """σ², σ⁴, σ'², σ'⁴, σ² σ'²."""
+    s = expit(u)
+    s2 = s * s
+    d2 = (s * expit(-u)) ** 2
+    return s2, s2 * s2, d2, d2 * d2, s2 * d2
+
+
+def _tanh_jac(u: np.ndarray) -> tuple[np.ndarray, ...]:
+    """tanh², tanh⁴, tanh'², tanh'⁴, tanh² tanh'²."""
+    t2 = np.tanh(u) ** 2
+    d2 = (1.0 - t2) ** 2
+    return t2, t2 * t2, d2, d2 * d2, t2 * d2
 
 
 class LSTMTheory(CellTheory):
@@ -41,23 +58,22 @@ class LSTMTheory(CellTheory):
     cross_keys = ("s_ab", "q_ab")
 
     def _gates(self, q: np.ndarray) -> dict[str, np.ndarray]:
-        """First and second moments of the four gates given Q_{t-1}."""
+        """First and second moments of the four gates given Q_{t-1} (memoized per Q)."""
+        return self.memo("gates", q, self._compute_gates)
+
+    def _compute_gates(self, q: np.ndarray) -> dict[str, np.ndarray]:
         g: dict[str, np.ndarray] = {}
         for k in "ifo":
-            mu, v = self.gate(k).mu, self.var(k, q)
-            g[k] = expect1(SIGMOID, mu, v)
-            g[k + "2"] = expect1(SIG2, mu, v)
-        mu, v = self.gate("g").mu, self.var("g", q)
-        g["g"], g["g2"] = expect1(TANH, mu, v), expect1(power(TANH, 2), mu, v)
-        pf = self.gate("f")
-        vf = self.var("f", q)
-        g["1-f"] = expect1(SIGMOID_NEG, pf.mu, vf)  # full relative precision near saturation
-        g["1-f2"] = expect1(ONE_MINUS_SIG2, pf.mu, vf)
+            mom = expect_many(_sigmoid_moments, self.gate(k).mu, self.var(k, q), SIGMOID)
+            g[k], g[k + "2"] = mom[0], mom[1]
+            if k == "f":  # 1 - E[f], 1 - E[f²] keep full relative precision near saturation
+                g["1-f"], g["1-f2"] = mom[2], mom[3]
+        g["g"], g["g2"] = expect_many(_tanh_moments, self.gate("g").mu, self.var("g", q), TANH)
         return g
 
     @staticmethod
     def _tanh2(m: np.ndarray, s: np.ndarray) -> np.ndarray:
-        return expect1(power(TANH, 2), m, np.maximum(s - m * m, 0.0))
+        return expect1(TANH2, m, np.maximum(s - m * m, 0.0))
 
     def reduced_single(self, q: np.ndarray) -> State:
         g = self._gates(q)
@@ -71,6 +87,10 @@ class LSTMTheory(CellTheory):
             act = TANH if k == "g" else SIGMOID
             mu, v = self.gate(k).mu, self.var(k, q)
             out[k] = expect2(act, act, mu, v, mu, v, self.cov(k, q_ab))
+        # 1 - E[f_a f_b] = 2 E[1 - f] - E[(1 - f_a)(1 - f_b)]: full relative precision at saturation
+        mu, v = self.gate("f").mu, self.var("f", q)
+        pair = expect2(SIGMOID_NEG, SIGMOID_NEG, mu, v, mu, v, self.cov("f", q_ab))
+        out["1-f"] = 2.0 * self._gates(q)["1-f"] - pair
         return out
 
     def step_single(self, state: State) -> State:
@@ -93,7 +113,7 @@ class LSTMTheory(CellTheory):
         g = self._gates(q)
         x = self._cross_gates(q, q_ab)
         # s_ab = x_f s_ab + 2 E[f]E[i]E[g] m + x_i x_g, solved for s_ab; 1 - x_f ≥ 1 - E[f²] > 0.
-        s_ab = (2 * g["f"] * g["i"] * g["g"] * m + x["i"] * x["g"]) / (1.0 - x["f"])
+        s_ab = (2 * g["f"] * g["i"] * g["g"] * m + x["i"] * x["g"]) / x["1-f"]
         s_ab = np.minimum(s_ab, s)
         v = np.maximum(s - m * m, 0.0)
         t_ab = expect2(TANH, TANH, m, v, m, v, s_ab - m * m)
@@ -106,27 +126,17 @@ class LSTMTheory(CellTheory):
         q, m, s = single["q"], single["m"], single["s"]
         v = np.maximum(s - m * m, 0.0)
         p = {k: self.gate(k) for k in "ifgo"}
-        mv = {k: (p[k].mu, self.var(k, q)) for k in "ifgo"}
-
-        def e(act: Activation, k: str) -> np.ndarray:
-            return expect1(act, *mv[k])
-
-        f2, f4 = e(power(SIGMOID, 2), "f"), e(power(SIGMOID, 4), "f")
-        i2, i4 = e(power(SIGMOID, 2), "i"), e(power(SIGMOID, 4), "i")
-        g2, g4 = e(power(TANH, 2), "g"), e(power(TANH, 4), "g")
-        o2, o4 = e(power(SIGMOID, 2), "o"), e(power(SIGMOID, 4), "o")
+        f2, f4, sf2, sf4, f2sf2 = expect_many(_sigmoid_jac, p["f"].mu, self.var("f", q), SIG4)
+        i2, i4, si2, si4, si2_i2 = expect_many(_sigmoid_jac, p["i"].mu, self.var("i", q), SIG4)
+        g2, g4, tg2, tg4, g2_tg2 = expect_many(_tanh_jac, p["g"].mu, self.var("g", q), TANH4)
+        o2, o4, *_ = expect_many(_sigmoid_jac, p["o"].mu, self.var("o", q), SIG4)
+        _, _, dc2, dc4, _ = expect_many(_tanh_jac, m, v, TANH4)
         c4 = m**4 + 6 * m * m * v + 3 * v * v  # E[c⁴], Gaussian closure
         # column factor c = o_{t-1} tanh'(c_{t-1})
-        col2 = o2 * expect1(power(DTANH, 2), m, v)
-        col4 = o4 * expect1(power(DTANH, 4), m, v)
+        col2, col4 = o2 * dc2, o4 * dc4
         nf2, ni2, ng2 = p["f"].nu ** 2, p["i"].nu ** 2, p["g"].nu ** 2
-        sf2, sf4 = e(power(DSIGMOID, 2), "f"), e(power(DSIGMOID, 4), "f")
-        si2, si4 = e(power(DSIGMOID, 2), "i"), e(power(DSIGMOID, 4), "i")
-        tg2, tg4 = e(power(DTANH, 2), "g"), e(power(DTANH, 4), "g")
         bf2, bi2, bg2 = nf2 * sf2 * s, ni2 * si2 * g2, ng2 * i2 * tg2
         b2 = bf2 + bi2 + bg2
-        si2_i2 = e(product(DSIGMOID, DSIGMOID, SIGMOID, SIGMOID), "i")  # E[σ'(u_i)² i²]
-        g2_tg2 = e(product(TANH, TANH, DTANH, DTANH), "g")  # E[g² tanh'(u_g)²]
         b4 = (
             nf2**2 * sf4 * c4
             + ni2**2 * si4 * g4
@@ -135,6 +145,5 @@ class LSTMTheory(CellTheory):
             + 2 * bf2 * bg2
             + 2 * ni2 * ng2 * si2_i2 * g2_tg2
         )
-        f2sf2 = e(product(SIGMOID, SIGMOID, DSIGMOID, DSIGMOID), "f")
         a2b2 = nf2 * f2sf2 * s + f2 * (bi2 + bg2)
         return JacobianMoments(f2, f4, col2, col4, f2 * col2, b2, b4, a2b2, (bf2, bi2, bg2))

@@ -5,21 +5,35 @@ Theory of [G19] Gilboa et al., *Dynamical Isometry and a Mean Field Theory of LS
 Recurrent Neural Networks* (ICML 2018), as reconstructed in THEORY.md. numpy and scipy only.
 """
 
+from meanfield.critical import CriticalResult, critical_init
 from meanfield.errors import MeanFieldError
 from meanfield.jacobian import Isometry, isometry
 from meanfield.params import CELLS, MEMORY_GATE, Config, Inputs
-from meanfield.theory import FixedPointResult, fixed_point, time_scale, trajectory
+from meanfield.theory import (
+    FixedPointResult,
+    MemoryCheck,
+    fixed_point,
+    memory_check,
+    memory_time_scale,
+    time_scale,
+    trajectory,
+)
 
 __all__ = [
     "CELLS",
     "MEMORY_GATE",
     "Config",
+    "CriticalResult",
     "FixedPointResult",
     "Inputs",
     "Isometry",
     "MeanFieldError",
+    "MemoryCheck",
+    "critical_init",
     "fixed_point",
     "isometry",
+    "memory_check",
+    "memory_time_scale",
     "time_scale",
     "trajectory",
 ]

@@ -19,7 +19,7 @@ from meanfield.errors import MeanFieldError
 from meanfield.jacobian import Isometry, isometry
 from meanfield.params import MEMORY_GATE, Config, Inputs
 from meanfield.solvers import bisect_increasing
-from meanfield.theory import FixedPointResult, fixed_point
+from meanfield.theory import FixedPointResult, fixed_point, memory_time_scale
 
 __all__ = ["DEFAULT_C", "NU_CANDIDATES", "CriticalResult", "critical_init"]
 
@@ -89,7 +89,7 @@ def critical_init(
     build(np.zeros(nus.shape))  # validates names and values before the search
 
     def log_xi(mu: np.ndarray) -> np.ndarray:
-        xi = fixed_point(build(mu), inputs, jacobian_moments=False).xi_c
+        xi, _ = memory_time_scale(build(mu), inputs, tol=1e-13)
         return np.log(np.maximum(xi, 1e-300))
 
     # Large-bias law ξ ≈ exp(mu - Σ/2)/2, with Σ estimated at Q = 0.5.

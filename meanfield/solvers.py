@@ -41,23 +41,19 @@ def steffensen(
     x = np.array(x0, dtype=float, copy=True)
     lo = np.broadcast_to(np.asarray(lo, float), x.shape)
     hi = np.broadcast_to(np.asarray(hi, float), x.shape)
-    done = np.zeros(x.shape, dtype=bool)
+    residual = np.full(x.shape, np.inf)
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - reported below
         g1 = g(x)
+        residual = np.abs(g1 - x)
+        if np.all(residual <= tol * (1.0 + np.abs(x))):
+            break
         g2 = g(g1)
         d = g2 - 2.0 * g1 + x
         with np.errstate(divide="ignore", invalid="ignore"):
             aitken = x - (g1 - x) ** 2 / d
         good = np.isfinite(aitken) & (np.abs(d) > 1e-300) & (aitken >= lo) & (aitken <= hi)
-        new = np.where(good, aitken, g2)
-        new = np.where(done, x, new)
-        step = np.abs(new - x)
-        done |= step <= tol * (1.0 + np.abs(x))
-        x = new
-        if done.all():
-            break
-    residual = np.abs(g(x) - x)
+        x = np.where(good, aitken, g2)
     converged = residual <= 1e3 * tol * (1.0 + np.abs(x))
     return Solution(x=x, converged=converged, iterations=it, residual=residual)
 

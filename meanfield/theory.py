@@ -17,7 +17,16 @@ from meanfield.jacobian import moments
 from meanfield.params import Config, Inputs
 from meanfield.solvers import jacobian, spectral_radius, steffensen
 
-__all__ = ["FixedPointResult", "fixed_point", "theory_for", "time_scale", "trajectory"]
+__all__ = [
+    "FixedPointResult",
+    "MemoryCheck",
+    "fixed_point",
+    "memory_check",
+    "memory_time_scale",
+    "theory_for",
+    "time_scale",
+    "trajectory",
+]
 
 
 def theory_for(cfg: Config, inputs: Inputs) -> CellTheory:
@@ -157,6 +166,49 @@ def fixed_point(
     }
     shaped = {k: np.asarray(v).reshape(cfg.shape) for k, v in values.items()}
     return FixedPointResult(iterations=sol.iterations, **shaped)
+
+
+def memory_time_scale(
+    cfg: Config, inputs: Inputs | None = None, *, tol: float = 1e-11
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ξ_C, converged) only: the fast path of :func:`fixed_point` for screening candidates.
+
+    Skips the single-example slope and the Jacobian moments; a looser default tolerance suffices
+    for a time scale (relative error far below 1e-6).
+    """
+    inputs = inputs or Inputs()
+    th = theory_for(cfg, inputs)
+    single, sol = _solve_single(th, tol)
+    _, chi_c, conv_c, _ = _solve_cross(th, single, tol)
+    xi = time_scale(chi_c).reshape(cfg.shape)
+    return xi, (sol.converged & conv_c).reshape(cfg.shape)
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """The mean-field trainability criterion ξ_C ≥ T/c for one configuration or an array.
+
+    ``margin`` = log(ξ_C c / T): positive where the criterion holds, the softer the closer to 0.
+    """
+
+    xi_c: np.ndarray
+    required: float
+    ok: np.ndarray
+    margin: np.ndarray
+    converged: np.ndarray
+
+
+def memory_check(cfg: Config, T: float, c: float, inputs: Inputs | None = None) -> MemoryCheck:
+    """Is the memory time scale long enough for a bridge of T steps (ξ_C ≥ T/c, THEORY.md §5)?"""
+    if not np.isfinite(T) or T <= 0:
+        raise MeanFieldError("T", T, "must be a positive number of steps")
+    if not np.isfinite(c) or c <= 0:
+        raise MeanFieldError("c", c, "must be positive")
+    xi, conv = memory_time_scale(cfg, inputs)
+    required = float(T) / float(c)
+    with np.errstate(divide="ignore"):
+        margin = np.log(np.maximum(xi, 0.0)) - np.log(required)
+    return MemoryCheck(xi_c=xi, required=required, ok=xi >= required, margin=margin, converged=conv)
 
 
 def trajectory(

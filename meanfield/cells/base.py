@@ -63,14 +63,15 @@ class CellTheory:
         return type(self)(self.cfg.take(index), Inputs(R=self.R[index], regime=self.inputs.regime))
 
     # -- helpers ------------------------------------------------------------------------------
-    def memo(self, name: str, x: np.ndarray, compute):
-        """``compute(x)``, remembered for the last few distinct ``x`` (solvers revisit states)."""
+    def memo(self, name: str, *xs: np.ndarray, compute):
+        """``compute(*xs)``, remembered for the last few distinct ``xs`` (solvers and finite
+        differences revisit the same states)."""
         cache = self.__dict__.setdefault("_memo", {})
-        key = (name, x.tobytes())
+        key = (name, *(np.asarray(x).tobytes() for x in xs))
         if key not in cache:
-            if len(cache) >= 8:
+            if len(cache) >= 16:
                 cache.pop(next(iter(cache)))
-            cache[key] = compute(x)
+            cache[key] = compute(*xs)
         return cache[key]
 
     def gate(self, k: str) -> GateParams:

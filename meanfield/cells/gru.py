@@ -15,7 +15,6 @@ b_z = σ'(u_z)(h_{t-1} - n), b_n = (1 - z) tanh'(A + rV) r, b_r = (1 - z) tanh'(
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 from meanfield.cells.base import (
     CellTheory,
@@ -34,6 +33,7 @@ from meanfield.quadrature import (
     power,
     product,
     rule,
+    sigmoid,
     smooth_pair_rule,
     smooth_rule,
 )
@@ -58,7 +58,7 @@ class GRUTheory(CellTheory):
     def _n_moments(self, q: np.ndarray, pmax: int) -> list[np.ndarray]:
         """E[n^p], p = 0..pmax: average over the reset gate of a Gaussian integral."""
         ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), 2 * ORDER_R)
-        r = expit(ur)
+        r = sigmoid(ur)
         nu2 = self.gate("n").nu ** 2
         v = self.a_var[:, None] + r * r * (nu2 * q)[:, None]
         mu = self.gate("n").mu[:, None]
@@ -70,7 +70,7 @@ class GRUTheory(CellTheory):
         """E[n^a n^b]: 2-D over the two reset pre-activations (smooth), 2-D Gaussian inside."""
         mu_r, vr = self.gate("r").mu, self.var("r", q)
         ua, ub, w = smooth_pair_rule(mu_r, vr, self.cov("r", q_ab), ORDER_R)
-        ra, rb = expit(ua), expit(ub)
+        ra, rb = sigmoid(ua), sigmoid(ub)
         nu2 = (self.gate("n").nu ** 2)[:, None]
         a_var, a_cov = self.a_var[:, None], self.a_cov[:, None]
         qq, qab = q[:, None], q_ab[:, None]
@@ -113,7 +113,7 @@ class GRUTheory(CellTheory):
         """3-D integrals over (u_r, V, A) of the per-unit factors of b_n and b_r."""
         ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), 2 * ORDER_R)  # (N, P)
         wr = np.broadcast_to(wr, ur.shape)
-        r, dr = expit(ur), DSIGMOID(ur)
+        r, dr = sigmoid(ur), DSIGMOID(ur)
         nu_n = self.gate("n").nu
         vv, wv = rule(np.zeros_like(ur), ((nu_n**2) * q)[:, None] + 0 * ur, 8.0, 5)  # (N,P,P)
         pn, wa = rule(

@@ -14,10 +14,18 @@ tanh'(c_{t-1})] for k ∈ {f, i, g}, with b_f = σ'(u_f) c_{t-1}, b_i = σ'(u_i)
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 from meanfield.cells.base import CellTheory, JacobianMoments, State
-from meanfield.quadrature import SIGMOID, SIGMOID_NEG, TANH, expect1, expect2, expect_many, power
+from meanfield.quadrature import (
+    SIGMOID,
+    SIGMOID_NEG,
+    TANH,
+    expect1,
+    expect2,
+    expect_many,
+    power,
+    sigmoid_pair,
+)
 
 __all__ = ["LSTMTheory"]
 
@@ -28,7 +36,7 @@ TANH2 = power(TANH, 2)
 
 def _sigmoid_moments(u: np.ndarray) -> tuple[np.ndarray, ...]:
     """σ, σ², 1 - σ and 1 - σ² = (1 - σ)(1 + σ), the last two with full relative precision."""
-    s, n = expit(u), expit(-u)
+    s, n = sigmoid_pair(u)
     return s, s * s, n, n * (1.0 + s)
 
 
@@ -39,9 +47,9 @@ def _tanh_moments(u: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _sigmoid_jac(u: np.ndarray) -> tuple[np.ndarray, ...]:
     """σ², σ⁴, σ'², σ'⁴, σ² σ'²."""
-    s = expit(u)
+    s, n = sigmoid_pair(u)
     s2 = s * s
-    d2 = (s * expit(-u)) ** 2
+    d2 = (s * n) ** 2
     return s2, s2 * s2, d2, d2 * d2, s2 * d2
 
 
@@ -59,7 +67,7 @@ class LSTMTheory(CellTheory):
 
     def _gates(self, q: np.ndarray) -> dict[str, np.ndarray]:
         """First and second moments of the four gates given Q_{t-1} (memoized per Q)."""
-        return self.memo("gates", q, self._compute_gates)
+        return self.memo("gates", q, compute=self._compute_gates)
 
     def _compute_gates(self, q: np.ndarray) -> dict[str, np.ndarray]:
         g: dict[str, np.ndarray] = {}
@@ -82,6 +90,10 @@ class LSTMTheory(CellTheory):
         return {"m": m, "s": s, "q": g["o2"] * self._tanh2(m, s)}
 
     def _cross_gates(self, q: np.ndarray, q_ab: np.ndarray) -> dict[str, np.ndarray]:
+        """E[k_a k_b] of each gate given Q, Q^ab (memoized), and 1 - E[f_a f_b]."""
+        return self.memo("cross_gates", q, q_ab, compute=self._compute_cross_gates)
+
+    def _compute_cross_gates(self, q: np.ndarray, q_ab: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         for k in "ifgo":
             act = TANH if k == "g" else SIGMOID

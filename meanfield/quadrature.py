@@ -154,6 +154,10 @@ def _legendre(order: int) -> tuple[np.ndarray, np.ndarray]:
     return leggauss(order)
 
 
+_FIXED_EDGES = np.array([-L, -3.0, 3.0, L])
+_INV_SQRT_2PI = 1.0 / np.sqrt(2 * np.pi)
+
+
 def _panel_rule(mean: np.ndarray, sd: np.ndarray, width: float, order: int):
     """Nodes z and weights (standard normal density included), shape ``mean.shape + (6*order,)``.
 
@@ -161,14 +165,18 @@ def _panel_rule(mean: np.ndarray, sd: np.ndarray, width: float, order: int):
     argument mean + sd·z equals -width, 0 and +width (the nonlinearity's transition).
     """
     x, w = _legendre(order)
-    safe = np.where(sd > 0, sd, 1.0)
-    cuts = [(c - mean) / safe for c in (-width, 0.0, width)]
-    cuts = [np.where(sd > 0, np.clip(c, -L, L), L) for c in cuts]
-    fixed = [np.full(mean.shape, v) for v in (-L, -3.0, 3.0, L)]
-    edges = np.sort(np.stack(fixed + cuts, axis=-1), axis=-1)  # (..., 7)
-    half = np.diff(edges, axis=-1)[..., None] / 2  # (..., 6, 1)
-    z = (edges[..., :-1, None] + half * (x + 1)).reshape(*mean.shape, -1)
-    wt = (half * w).reshape(*mean.shape, -1) * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    shape = mean.shape
+    pos = sd > 0
+    all_pos = pos.all()
+    safe = sd if all_pos else np.where(pos, sd, 1.0)
+    cuts = np.clip((np.array([-width, 0.0, width]) - mean[..., None]) / safe[..., None], -L, L)
+    if not all_pos:
+        cuts = np.where(pos[..., None], cuts, L)
+    edges = np.concatenate([np.broadcast_to(_FIXED_EDGES, (*shape, 4)), cuts], axis=-1)
+    edges.sort(axis=-1)  # (..., 7)
+    half = 0.5 * np.diff(edges, axis=-1)[..., None]  # (..., 6, 1)
+    z = (edges[..., :-1, None] + half * (x + 1)).reshape(*shape, -1)
+    wt = (half * w).reshape(*shape, -1) * np.exp(-0.5 * z * z) * _INV_SQRT_2PI
     return z, wt
 
 
@@ -180,6 +188,9 @@ def expect1(act: Activation, mean, var, order: int = ORDER_1D) -> np.ndarray:
     if smooth.all():
         x, w = _hermite(GH_ORDER)
         return act(mean[..., None] + sd[..., None] * x) @ w
+    if not smooth.any():
+        z, wt = _panel_rule(mean, sd, act.width, order)
+        return np.sum(wt * act(mean[..., None] + sd[..., None] * z), axis=-1)
     out = np.empty(mean.shape)
     if smooth.any():
         x, w = _hermite(GH_ORDER)
@@ -235,6 +246,7 @@ _COEFF_CACHE: OrderedDict = OrderedDict()
 _COEFF_CACHE_SIZE = 24
 
 
+@cache
 def _hermite_matrix(order: int, kmax: int) -> np.ndarray:
     """He_k(x_i)/√k! at the Gauss–Hermite nodes, shape (order, kmax+1)."""
     x, _ = _hermite(order)

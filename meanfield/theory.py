@@ -80,7 +80,8 @@ class FixedPointResult:
 
 
 def _solve_single(th: CellTheory, tol: float):
-    sol = steffensen(lambda q: th.reduced_single(q)["q"], np.ones(th.cfg.size), 0.0, 1.0, tol=tol)
+    q0 = np.full(th.cfg.size, 0.3)
+    sol = steffensen(lambda q: th.reduced_single(q)["q"], q0, 0.0, 1.0, tol=tol)
     state = th.reduced_single(sol.x)
     state["q"] = sol.x
     return state, sol

@@ -69,13 +69,17 @@ class LSTMTheory(CellTheory):
         """First and second moments of the four gates given Q_{t-1} (memoized per Q)."""
         return self.memo("gates", q, compute=self._compute_gates)
 
+    def _sigmoid_gate_stats(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Means and variances of the sigmoid gates i, f, o stacked on axis 0 (one quadrature)."""
+        mus = np.stack([self.gate(k).mu for k in "ifo"])
+        return mus, np.stack([self.var(k, q) for k in "ifo"])
+
     def _compute_gates(self, q: np.ndarray) -> dict[str, np.ndarray]:
         g: dict[str, np.ndarray] = {}
-        for k in "ifo":
-            mom = expect_many(_sigmoid_moments, self.gate(k).mu, self.var(k, q), SIGMOID)
-            g[k], g[k + "2"] = mom[0], mom[1]
-            if k == "f":  # 1 - E[f], 1 - E[f²] keep full relative precision near saturation
-                g["1-f"], g["1-f2"] = mom[2], mom[3]
+        s1, s2, n1, n2 = expect_many(_sigmoid_moments, *self._sigmoid_gate_stats(q), SIGMOID)
+        for j, k in enumerate("ifo"):
+            g[k], g[k + "2"] = s1[j], s2[j]
+        g["1-f"], g["1-f2"] = n1[1], n2[1]  # full relative precision near saturation
         g["g"], g["g2"] = expect_many(_tanh_moments, self.gate("g").mu, self.var("g", q), TANH)
         return g
 
@@ -94,14 +98,15 @@ class LSTMTheory(CellTheory):
         return self.memo("cross_gates", q, q_ab, compute=self._compute_cross_gates)
 
     def _compute_cross_gates(self, q: np.ndarray, q_ab: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for k in "ifgo":
-            act = TANH if k == "g" else SIGMOID
-            mu, v = self.gate(k).mu, self.var(k, q)
-            out[k] = expect2(act, act, mu, v, mu, v, self.cov(k, q_ab))
+        mus, vs = self._sigmoid_gate_stats(q)
+        covs = np.stack([self.cov(k, q_ab) for k in "ifo"])
+        x = expect2(SIGMOID, SIGMOID, mus, vs, mus, vs, covs)
+        out = {k: x[j] for j, k in enumerate("ifo")}
+        mu, v = self.gate("g").mu, self.var("g", q)
+        out["g"] = expect2(TANH, TANH, mu, v, mu, v, self.cov("g", q_ab))
         # 1 - E[f_a f_b] = 2 E[1 - f] - E[(1 - f_a)(1 - f_b)]: full relative precision at saturation
-        mu, v = self.gate("f").mu, self.var("f", q)
-        pair = expect2(SIGMOID_NEG, SIGMOID_NEG, mu, v, mu, v, self.cov("f", q_ab))
+        mu, v, c = mus[1], vs[1], covs[1]
+        pair = expect2(SIGMOID_NEG, SIGMOID_NEG, mu, v, mu, v, c)
         out["1-f"] = 2.0 * self._gates(q)["1-f"] - pair
         return out
 

@@ -354,7 +354,8 @@ PyTorch default: every weight and bias ~ U(-1/√n, 1/√n), i.e. nu² = 1/3, si
   n = 128) and set to 0.
 Critical: memory-gate bias mu solved for ξ_C = T/c (independent inputs), c = {DEFAULT_C:g}
   (placeholder until measured), sigma = 1, rho = 0, orthogonal recurrent weights, nu (all gates)
-  chosen for the most isometric T-step Jacobian. T log m1, T·spread: |·| ≲ 1 is dynamical isometry.
+  the largest of 0.25, 0.5, 0.75, 1 whose T-step Jacobian is near-isometric: |T log m1| ≤ 1 and
+  T·spread ≤ 1 (dynamical isometry).
 """
 
 

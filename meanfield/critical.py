@@ -3,9 +3,11 @@
 Given the cell, the bridge length T, the input statistics and the trainability constant c, solve the
 forget (LSTM) / update (GRU, minimalRNN) gate bias mean for ξ_C = T/c. ξ_C grows monotonically,
 roughly like exp(mu)/2 (the large-bias law of §3), so a bracketed search seeded by that law is
-reliable. Bias spreads are set to 0 and recurrent weights default to orthogonal; the recurrent scale
-nu (shared by all gates) is chosen among candidates to keep the T-step Jacobian closest to
-isometry: smallest |T log m₁| + T (m₂/m₁² − 1).
+reliable. Bias spreads are set to 0 and recurrent weights default to orthogonal. The recurrent scale
+nu (shared by all gates) is the largest candidate whose T-step Jacobian stays near-isometric,
+|T log m₁| ≤ 1 and T (m₂/m₁² − 1) ≤ 1 (THEORY.md §4): a smaller nu is always more isometric (the
+Jacobian tends to the diagonal D[f]) but leaves the recurrent weights too small to learn with. If
+no candidate meets both bounds, the one closest to them is taken.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from meanfield.params import MEMORY_GATE, Config, Inputs
 from meanfield.solvers import bisect_increasing
 from meanfield.theory import FixedPointResult, fixed_point, memory_time_scale
 
-__all__ = ["DEFAULT_C", "NU_CANDIDATES", "CriticalResult", "critical_init"]
+__all__ = ["DEFAULT_C", "ISOMETRY_BOUND", "NU_CANDIDATES", "CriticalResult", "critical_init"]
 
 #: Trainability constant: trainable when T ≤ c·ξ. Placeholder until the trainability map
 #: (a later measurement) replaces it with a measured value.
 DEFAULT_C = 1.0
-#: Recurrent weight scales tried for near-isometry.
-NU_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.25)
+#: Recurrent weight scales tried for near-isometry (1.0 with orthogonal weights: an exact rotation).
+NU_CANDIDATES = (0.25, 0.5, 0.75, 1.0)
+#: Bound on |T log m₁| and on T (m₂/m₁² − 1) for a near-isometric T-step Jacobian.
+ISOMETRY_BOUND = 1.0
 #: Search range of the memory-gate bias mean.
 MU_RANGE = (-6.0, 40.0)
 
@@ -100,9 +104,13 @@ def critical_init(
     cfg = build(sol.x)
     fp = fixed_point(cfg, inputs)
     iso = isometry(fp.m1, fp.m2, round(T))
-    penalty = np.abs(iso.log_m1) + np.abs(iso.spread)
-    penalty = np.where(sol.converged & np.isfinite(penalty), penalty, np.inf)
-    best = int(np.argmin(penalty))
+    excess = np.maximum(np.abs(iso.log_m1), np.abs(iso.spread)) - ISOMETRY_BOUND
+    excess = np.where(sol.converged & np.isfinite(excess), excess, np.inf)
+    feasible = np.flatnonzero(excess <= 0)
+    if feasible.size:  # the largest feasible nu (candidates are in increasing order)
+        best = int(feasible[np.argmax(np.nan_to_num(nus[feasible], nan=0.0))])
+    else:
+        best = int(np.argmin(excess))
     params = {k: float(np.asarray(v)[best]) for k, v in cfg.to_flat_dict().items()}
     best_cfg = Config.from_flat(cell, params, weights=weights)
     best_fp = fixed_point(best_cfg, inputs)

@@ -33,11 +33,17 @@ def theory_for(cfg: Config, inputs: Inputs) -> CellTheory:
     return THEORIES[cfg.cell](cfg, inputs)
 
 
+#: Slopes within this of 1 give ξ = ∞: the slopes come from differences of the moment map, whose
+#: rounding (~1e-13 relative) leaves 1 - χ meaningless below this, i.e. ξ above ~1e11 steps.
+CHI_RESOLUTION = 1e-11
+
+
 def time_scale(chi: np.ndarray) -> np.ndarray:
-    """ξ = −1/log χ (∞ for χ ≥ 1, 0 for χ = 0)."""
+    """ξ = −1/log χ (∞ for χ ≥ 1 - CHI_RESOLUTION, 0 for χ = 0)."""
     chi = np.asarray(chi, float)
     with np.errstate(divide="ignore"):
-        return np.where(chi >= 1.0, np.inf, -1.0 / np.log(np.clip(chi, 0.0, 1.0)))
+        xi = -1.0 / np.log(np.clip(chi, 0.0, 1.0))
+    return np.where(chi >= 1.0 - CHI_RESOLUTION, np.inf, xi)
 
 
 @dataclass(frozen=True)

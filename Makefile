@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean
 
-$(STAMP): pyproject.toml
+# CPU install path: torch is pinned to its CPU build by constraints/cpu.txt (no CUDA download).
+$(STAMP): pyproject.toml constraints/cpu.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints/cpu.txt -e '.[dev,worker]'
 	touch $(STAMP)
 
 # The main job: at this stage, a mean-field theory report of the four cells.

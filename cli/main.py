@@ -17,6 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from cli.theory import theory_app
+from cli.train import train_cmd
+from cli.trainmap import trainmap_cmd
 from meanfield import MeanFieldError
 
 __all__ = ["EXIT_BAD_INPUT", "app", "format_value"]
@@ -49,6 +51,11 @@ class _IsotuneGroup(TyperGroup):
             return super().invoke(ctx)
         except MeanFieldError as e:
             _fail(f"{e.field}={format_value(e.value)}: {e.reason}")
+        except ValueError as e:
+            # the training side's errors (TaskError, TrainError) carry field, value and reason
+            if not all(hasattr(e, a) for a in ("field", "value", "reason")):
+                raise
+            _fail(f"{e.field}={format_value(e.value)}: {e.reason}")
         except typer.BadParameter as e:
             _fail(" ".join(e.format_message().split()))
 
@@ -63,6 +70,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(theory_app, name="theory")
+app.command(
+    "train", short_help="Train one gated RNN on a long-memory task.", no_args_is_help=False
+)(train_cmd)
+app.command(
+    "trainability-map",
+    short_help="Grid of init × T training runs; fits the constant c of T ≤ c·ξ_C.",
+)(trainmap_cmd)
 
 
 @app.callback()

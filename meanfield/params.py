@@ -78,22 +78,33 @@ class Inputs:
 
     Attributes:
         R: mean second moment of the input coordinates, E[x²].
-        regime: ``independent`` (two examples see independent inputs, cross-moment 0) or ``shared``
-            (identical inputs, cross-moment R).
+        regime: ``independent`` (two examples see independent inputs) or ``shared`` (identical
+            inputs, cross-moment R).
+        R_ab: cross-moment E[x^a x^b] of two examples' inputs. Default: 0 for ``independent``, R
+            for ``shared``. Independent inputs that are not centred have a positive one (e.g.
+            uniform values in [0, 1]: E[x]²); ``shared`` requires R_ab = R.
     """
 
     R: float | np.ndarray = 1.0
     regime: Regime = "independent"
+    R_ab: float | np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "R", _finite("input_var", self.R, nonnegative=True))
+        R = _finite("input_var", self.R, nonnegative=True)
+        object.__setattr__(self, "R", R)
         if self.regime not in ("independent", "shared"):
             raise MeanFieldError("inputs", self.regime, "must be 'independent' or 'shared'")
-
-    @property
-    def R_ab(self) -> np.ndarray:
-        """Cross-moment of the inputs of two examples."""
-        return self.R if self.regime == "shared" else np.zeros_like(self.R)
+        if self.R_ab is None:
+            r_ab = R if self.regime == "shared" else np.zeros_like(R)
+        else:
+            r_ab = _finite("input_cross", self.R_ab)
+            if np.any(np.abs(r_ab) > R * (1 + 1e-12)):
+                raise MeanFieldError("input_cross", self.R_ab, "must satisfy |R_ab| <= R")
+            if self.regime == "shared" and not np.allclose(r_ab, R):
+                raise MeanFieldError(
+                    "input_cross", self.R_ab, "shared inputs have R_ab = R; use independent"
+                )
+        object.__setattr__(self, "R_ab", r_ab)
 
 
 @dataclass(frozen=True)

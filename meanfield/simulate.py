@@ -207,6 +207,10 @@ def simulate(
             "mode", mode, "pre-activation sampling is exact only for untied weights"
         )
     R = _scalar("input_var", inputs.R)
+    if inputs.regime == "independent" and np.any(np.asarray(inputs.R_ab) != 0):
+        raise MeanFieldError(
+            "input_cross", inputs.R_ab, "the simulator draws centred inputs: R_ab must be 0"
+        )
     if start == "zero":
         if burn_in not in (None, 0) or burn_in_R is not None:
             raise MeanFieldError(

@@ -55,12 +55,13 @@ class CellTheory:
         self.cfg = cfg.flat()
         n = self.cfg.size
         self.R = np.broadcast_to(np.asarray(inputs.R, float), cfg.shape).reshape(n)
-        self.R_ab = self.R if inputs.regime == "shared" else np.zeros(n)
+        self.R_ab = np.broadcast_to(np.asarray(inputs.R_ab, float), cfg.shape).reshape(n)
         self.inputs = inputs
 
     def subset(self, index: np.ndarray) -> CellTheory:
         """The theory of the configurations ``index`` only (solvers work on what is left)."""
-        return type(self)(self.cfg.take(index), Inputs(R=self.R[index], regime=self.inputs.regime))
+        sub = Inputs(R=self.R[index], regime=self.inputs.regime, R_ab=self.R_ab[index])
+        return type(self)(self.cfg.take(index), sub)
 
     # -- helpers ------------------------------------------------------------------------------
     def memo(self, name: str, *xs: np.ndarray, compute):

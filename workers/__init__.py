@@ -1,0 +1,2 @@
+"""isotune's training side: long-memory sequence tasks, gated RNNs initialized from the theory, and
+the training loop that workers run."""

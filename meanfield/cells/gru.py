@@ -25,6 +25,7 @@ from meanfield.cells.base import (
 )
 from meanfield.quadrature import (
     DSIGMOID,
+    ORDER_1D,
     SIGMOID,
     SIGMOID_NEG,
     TANH,
@@ -110,32 +111,45 @@ class GRUTheory(CellTheory):
         return {"q_ab": single["q"]}
 
     def _unit_integrals(self, q: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
-        """3-D integrals over (u_r, V, A) of the per-unit factors of b_n and b_r."""
+        """Integrals over (u_r, V, A) of the per-unit factors of b_n and b_r, as 2-D integrals.
+
+        Given r, the candidate pre-activation p = A + rV is N(mu_n, a_var + r² ν² Q) and V | p is
+        normal with mean β (p - mu_n), β = r ν² Q / Var(p), and variance
+        s² = ν² Q - r² ν⁴ Q² / Var(p): the powers of V are integrated in closed form, which leaves
+        u_r and p.
+        """
         ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), 2 * ORDER_R)  # (N, P)
         wr = np.broadcast_to(wr, ur.shape)
         r, dr = sigmoid(ur), DSIGMOID(ur)
-        nu_n = self.gate("n").nu
-        vv, wv = rule(np.zeros_like(ur), ((nu_n**2) * q)[:, None] + 0 * ur, 8.0, 5)  # (N,P,P)
-        pn, wa = rule(
-            self.gate("n").mu[:, None, None] + r[..., None] * vv,
-            self.a_var[:, None, None] + 0 * vv,
-            TANH.width,
-            5,
-        )  # (N, P, P, P)
-        w = wr[:, :, None, None] * wv[..., None] * wa
+        vV = ((self.gate("n").nu ** 2) * q)[:, None]  # Var(V)
+        vp = self.a_var[:, None] + r * r * vV  # Var(p | r)
+        mu_n = self.gate("n").mu[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta = np.where(vp > 0, r * vV / vp, 0.0)
+        s2 = np.maximum(vV - beta * r * vV, 0.0)
+        pn, wp = rule(mu_n, vp, TANH.width, ORDER_1D)  # (N, P, Pp)
+        w = wr[..., None] * wp
+        dev2 = (beta[..., None] * (pn - mu_n[..., None])) ** 2
+        v2 = s2[..., None] + dev2  # E[V² | p]
+        v4 = 3 * s2[..., None] ** 2 + 6 * s2[..., None] * dev2 + dev2 * dev2  # E[V⁴ | p]
         n = np.tanh(pn)
         t2 = (1 - n * n) ** 2
-        x1 = t2 * (r * r)[:, :, None, None]  # tanh'² r²
-        x2 = t2 * (dr * dr)[:, :, None, None] * (vv * vv)[..., None]  # tanh'² σ'(u_r)² V²
+        r2, d2 = (r * r)[..., None], (dr * dr)[..., None]
 
         def e(f: np.ndarray) -> np.ndarray:
-            return np.sum(w * f, axis=(-3, -2, -1))
+            return np.sum(w * f, axis=(-2, -1))
 
-        out = {"T1": e(x1), "T2": e(x2), "T1_4": e(x1 * x1), "T2_4": e(x2 * x2), "T12": e(x1 * x2)}
-        qq, mm = q[:, None, None, None], m[:, None, None, None]
-        out["D1"] = e((qq - 2 * mm * n + n * n) * x1)  # E[(h - n)² tanh'² r²]
-        out["D2"] = e((qq - 2 * mm * n + n * n) * x2)
-        return out
+        qq, mm = q[:, None, None], m[:, None, None]
+        dev_h = qq - 2 * mm * n + n * n  # E[(h - n)²] given n, h independent of this unit's n
+        return {
+            "T1": e(t2 * r2),  # E[tanh'² r²]
+            "T2": e(t2 * d2 * v2),  # E[tanh'² σ'(u_r)² V²]
+            "T1_4": e(t2 * t2 * r2 * r2),
+            "T2_4": e(t2 * t2 * d2 * d2 * v4),
+            "T12": e(t2 * t2 * r2 * d2 * v2),
+            "D1": e(dev_h * t2 * r2),
+            "D2": e(dev_h * t2 * d2 * v2),
+        }
 
     def jacobian_moments(self, single: State) -> JacobianMoments:
         q, m = single["q"], single["m"]

@@ -9,6 +9,7 @@ training), as a table in the same report.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from dataclasses import asdict
@@ -91,8 +92,15 @@ def trainmap_cmd(
     workers: Annotated[int, typer.Option("--workers", help="Parallel processes (0: CPUs).")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("out/trainmap"),
     name: Annotated[str, typer.Option("--name", help="Report file stem.")] = "",
+    replot_json: Annotated[
+        Path | None,
+        typer.Option("--replot", help="Refit and redraw an existing report JSON; no training."),
+    ] = None,
 ) -> None:
     """Trainability map: accuracy over an init hyperparameter × T, with the fitted boundary."""
+    if replot_json is not None:
+        replot(replot_json)
+        return
     from workers.train import TrainConfig
     from workers.trainmap import fit_boundary, memory_gate_param, run_map, summarize
 
@@ -162,15 +170,35 @@ def trainmap_cmd(
     }
     out.mkdir(parents=True, exist_ok=True)
     stem = name or f"trainability_{cell}_{task}"
+    _finish(report, out, stem)
+
+
+def _finish(report: dict[str, Any], out: Path, stem: str) -> None:
+    """Write the report's JSON, PNG and markdown and print the fit."""
+    b = report["boundary"]
     (out / f"{stem}.json").write_text(json.dumps(_jsonable(report), indent=1) + "\n")
     _plot(report, out / f"{stem}.png")
     (out / f"{stem}.md").write_text(_markdown(report, f"{stem}.png"))
-    b = boundary
+    lo, hi = b["c_range"]
+    p_lo, p_hi = b["plateau"]
     typer.echo(
-        f"c = {b.c:.3g} (68% interval {b.c_interval[0]:.3g}–{b.c_interval[1]:.3g}); "
-        f"{100 * b.accuracy:.1f}% of {b.n_runs} runs on the predicted side"
+        f"c = {b['c']:.3g} (best separation for c in {lo:.3g}–{hi:.3g}, within 2 points for "
+        f"{p_lo:.3g}–{p_hi:.3g}); {100 * b['accuracy']:.1f}% of {b['n_runs']} runs on the "
+        "predicted side"
     )
     typer.echo(f"wrote {out / stem}.{{json,png,md}}")
+
+
+def replot(path: Path) -> None:
+    """Refit and rewrite a report from its JSON (no training)."""
+    from workers.trainmap import MapRun, fit_boundary
+
+    report = json.loads(path.read_text())
+    runs = [
+        MapRun(**{k: (math.inf if v == "inf" else v) for k, v in r.items()}) for r in report["runs"]
+    ]
+    report["boundary"] = asdict(fit_boundary(runs))
+    _finish(report, path.parent, path.stem)
 
 
 def _cpu() -> str:
@@ -228,19 +256,12 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fine = np.linspace(vals.min(), vals.max(), 200)
     xi = xi_of(base, report["param"], fine, Inputs(R=spec.R, regime=spec.regime, R_ab=spec.R_ab))
     xpos = np.interp(fine, vals, np.arange(len(vals)))
-    logT = np.log(Ts.astype(float))
     b = report["boundary"]
     for c, style, label in (
         (b["c"], "-", f"T = c·ξ_C, fitted c = {b['c']:.3g}"),
         (1.0, ":", "T = ξ_C (c = 1)"),
     ):
-        ypos = np.interp(
-            np.log(np.maximum(c * xi, 1e-9)),
-            logT,
-            np.arange(len(Ts)),
-            left=-0.5,
-            right=len(Ts) - 0.5,
-        )
+        ypos = _log_position(c * xi, Ts)
         ax.plot(xpos, ypos, style, color="red", lw=2, label=label)
     ax.set_ylim(-0.5, len(Ts) - 0.5)
     ax.legend(loc="upper left", fontsize=8)
@@ -248,6 +269,20 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _log_position(T: np.ndarray, Ts: np.ndarray) -> np.ndarray:
+    """Position of T on an axis whose cell i is centred on Ts[i], linear in log T (extrapolated
+    half a cell beyond the ends; NaN farther out, so that the curve stops at the map's edge)."""
+    lt, lT = np.log(np.maximum(T, 1e-12)), np.log(Ts.astype(float))
+    idx = np.arange(len(Ts), dtype=float)
+    if len(Ts) == 1:
+        return np.where(np.abs(lt - lT[0]) < 1, 0.0, np.nan)
+    pos = np.interp(lt, lT, idx)
+    below, above = lt < lT[0], lt > lT[-1]
+    pos = np.where(below, (lt - lT[0]) / (lT[1] - lT[0]), pos)
+    pos = np.where(above, len(Ts) - 1 + (lt - lT[-1]) / (lT[-1] - lT[-2]), pos)
+    return np.where((pos >= -0.5) & (pos <= len(Ts) - 0.5), pos, np.nan)
 
 
 def _markdown(r: dict[str, Any], png: str) -> str:
@@ -261,6 +296,7 @@ def _markdown(r: dict[str, Any], png: str) -> str:
     rows = [head, sep, "| ξ_C | " + " | ".join(f"{xi_row[v]:.3g}" for v in g["values"]) + " |"]
     for T, accs in zip(g["Ts"], g["accuracy"], strict=True):
         rows.append(f"| {T} | " + " | ".join(f"{a:.2f}" for a in accs) + " |")
+    profile = ", ".join(f"{c:.3g}: {100 * a:.0f}%" for c, a in b["profile"])
     band = (
         f"An upper edge ξ_C ≤ {b['c_high']:.3g}·T raises it to {100 * b['band_accuracy']:.1f}%."
         if b["c_high"]
@@ -276,9 +312,13 @@ weights; hidden {r["train"]["hidden"]}, Adam lr {r["train"]["lr"]:g}, batch
 {r["train"]["batch_size"]}, {r["train"]["steps"]} steps; task options {r["train"]["task_options"]}.
 A run counts as trained when its final test accuracy is at least halfway from chance to 1.
 
-**Fitted constant: c = {b["c"]:.3g}** (68% bootstrap interval {b["c_interval"][0]:.3g}–
-{b["c_interval"][1]:.3g}); the rule T ≤ c·ξ_C puts **{100 * b["accuracy"]:.1f}%** of the
-{b["n_runs"]} runs on their predicted side. {band}
+**Fitted constant: c = {b["c"]:.3g}**: the rule T ≤ c·ξ_C puts **{100 * b["accuracy"]:.1f}%**
+of the {b["n_runs"]} runs on their predicted side, and every c in {b["c_range"][0]:.3g}–
+{b["c_range"][1]:.3g} does as well (the grid cannot tell them apart). Uncertainty: 68% bootstrap
+interval over runs {b["c_interval"][0]:.3g}–{b["c_interval"][1]:.3g}; the separation stays within
+2 points of its best for c in {b["plateau"][0]:.3g}–{b["plateau"][1]:.3g}. {band}
+
+Separation against c: {profile}.
 
 ![trainability map]({png})
 

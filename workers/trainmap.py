@@ -56,14 +56,23 @@ class MapRun:
 
 @dataclass(frozen=True)
 class Boundary:
-    """The fitted trainability constant(s) and how well they separate the runs."""
+    """The fitted trainability constant(s) and how well they separate the runs.
+
+    ``c`` is the geometric middle of ``c_range``, the values of c that put the most runs on their
+    predicted side (the grid cannot tell them apart); ``c_interval`` is a 68% bootstrap interval
+    over runs and ``plateau`` the values of c within 2 points of the best separation. ``profile``
+    lists (c, separation) on a geometric grid.
+    """
 
     c: float
+    c_range: tuple[float, float]
     c_interval: tuple[float, float]
+    plateau: tuple[float, float]
     accuracy: float  # fraction of runs on their predicted side with the one-edged rule T ≤ c·ξ
     c_high: float | None  # upper edge of the band ξ ≤ c_high·T, None if it does not help
     band_accuracy: float
     n_runs: int
+    profile: tuple[tuple[float, float], ...] = ()
 
 
 def success_threshold(chance: float) -> float:
@@ -85,29 +94,40 @@ def _side_accuracy(
     return float(np.mean(predicted == trained))
 
 
-def _best_c(xi: np.ndarray, T: np.ndarray, trained: np.ndarray) -> tuple[float, float]:
-    """The c maximizing the separation; among ties, the geometric middle of the best interval."""
+def _best_c(
+    xi: np.ndarray, T: np.ndarray, trained: np.ndarray
+) -> tuple[float, float, float, float]:
+    """(c, separation, lowest and highest c of the best separation): c between two consecutive
+    ratios T/ξ all classify alike, so the best set is a union of such intervals."""
     ratios = np.unique(np.clip(T / np.maximum(xi, 1e-300), 1e-6, 1e9))
     # candidate boundaries: between consecutive ratios, and beyond both ends
     edges = np.concatenate([[ratios[0] / 2], np.sqrt(ratios[:-1] * ratios[1:]), [ratios[-1] * 2]])
     scores = np.array([_side_accuracy(xi, T, trained, c) for c in edges])
     best = np.flatnonzero(scores == scores.max())
-    c = float(np.exp(np.mean(np.log(edges[best[[0, -1]]]))))
-    return c, float(scores.max())
+    lo_idx, hi_idx = best[0], best[-1]
+    # the best set extends from the ratio below the first best edge to the ratio above the last
+    lo = float(ratios[lo_idx - 1]) if lo_idx > 0 else 0.0
+    hi = float(ratios[hi_idx]) if hi_idx < len(ratios) else math.inf
+    c = float(np.exp(np.mean(np.log(edges[[lo_idx, hi_idx]]))))
+    return c, float(scores.max()), lo, hi
 
 
 def fit_boundary(runs: Sequence[MapRun], *, bootstrap: int = 400, seed: int = 0) -> Boundary:
-    """Fit c (and the band's c_high) to the runs; c's interval is a 68% bootstrap interval."""
+    """Fit c (and the band's c_high) to the runs; see :class:`Boundary`."""
     xi = np.array([r.xi_c for r in runs])
     T = np.array([r.T for r in runs], float)
     ok = np.array([r.trained for r in runs])
-    c, acc = _best_c(xi, T, ok)
+    c, acc, lo_c, hi_c = _best_c(xi, T, ok)
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(bootstrap):
         j = rng.integers(0, len(runs), len(runs))
         boots.append(_best_c(xi[j], T[j], ok[j])[0])
     lo, hi = (float(v) for v in np.percentile(boots, [16, 84]))
+    grid = np.geomspace(0.25, 256, 49)
+    prof = [(float(g), _side_accuracy(xi, T, ok, float(g))) for g in grid]
+    near = [g for g, a in prof if a >= acc - 0.02]
+    plateau = (min(near), max(near)) if near else (c, c)
     # upper edge: does excluding very long memories (ξ > c_high·T) separate better?
     ratios = np.unique(xi / T)
     finite = ratios[np.isfinite(ratios)]
@@ -118,11 +138,14 @@ def fit_boundary(runs: Sequence[MapRun], *, bootstrap: int = 400, seed: int = 0)
             best_high, band_acc = float(ch), a
     return Boundary(
         c=c,
+        c_range=(lo_c, hi_c),
         c_interval=(lo, hi),
+        plateau=plateau,
         accuracy=acc,
         c_high=best_high,
         band_accuracy=band_acc,
         n_runs=len(runs),
+        profile=tuple(prof[::4]),
     )
 
 

@@ -79,7 +79,7 @@ WeightsOpt = Annotated[
 
 MEANING = {
     "q_star": "Q* = E[h²] at the fixed point",
-    "m_star": "E[h] at the fixed point",
+    "m_star": "mean E[h] at the fixed point (LSTM: E[c], the cell state's)",
     "s_star": "E[c²] of the LSTM cell state",
     "c_star": "C*, correlation of two examples' states",
     "chi_q": "slope of the Q map at Q*",
@@ -199,7 +199,7 @@ def _record(cfg: Config, inputs: Inputs, res: FixedPointResult, T: int | None) -
     if cfg.cell != "lstm":
         rec["s_star"] = None
     if T is not None:
-        iso = isometry(res.m1, res.m2, T)
+        iso = isometry(res.m1, res.m2, T, res.unit_moments)
         rec.update(T=T, log_m1_T=float(iso.log_m1), spread_T=float(iso.spread))
     return rec
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from meanfield.errors import MeanFieldError
 from meanfield.jacobian import Isometry, isometry
-from meanfield.params import MEMORY_GATE, Config, Inputs
+from meanfield.params import MEMORY_GATE, Config, Inputs, positive_number
 from meanfield.solvers import bisect_increasing
 from meanfield.theory import FixedPointResult, fixed_point, memory_time_scale
 
@@ -71,10 +71,8 @@ def critical_init(
     gate = MEMORY_GATE.get(cell, "") if isinstance(cell, str) else ""
     if cell in MEMORY_GATE and gate is None:
         raise MeanFieldError("cell", cell, "has no memory gate; its ξ is bounded with inputs")
-    if not np.isfinite(T) or T <= 0:
-        raise MeanFieldError("T", T, "must be a positive number of steps")
-    if not np.isfinite(c) or c <= 0:
-        raise MeanFieldError("c", c, "must be positive")
+    T = positive_number("T", T)
+    c = positive_number("c", c)
     base = dict(base or {})
     base.setdefault("rho", 0.0)
     if any(k == "nu" or k.startswith("nu_") for k in base):
@@ -103,7 +101,7 @@ def critical_init(
     )
     cfg = build(sol.x)
     fp = fixed_point(cfg, inputs)
-    iso = isometry(fp.m1, fp.m2, round(T))
+    iso = isometry(fp.m1, fp.m2, max(1, round(T)), fp.unit_moments)
     excess = np.maximum(np.abs(iso.log_m1), np.abs(iso.spread)) - ISOMETRY_BOUND
     excess = np.where(sol.converged & np.isfinite(excess), excess, np.inf)
     feasible = np.flatnonzero(excess <= 0)
@@ -125,5 +123,5 @@ def critical_init(
         xi_c=xi,
         converged=bool(sol.converged[best]) and abs(xi / target - 1) < 1e-3,
         fixed_point=best_fp,
-        isometry=isometry(best_fp.m1, best_fp.m2, round(T)),
+        isometry=isometry(best_fp.m1, best_fp.m2, max(1, round(T)), best_fp.unit_moments),
     )

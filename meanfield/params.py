@@ -50,6 +50,16 @@ Weights = Literal["gaussian", "orthogonal"]
 Regime = Literal["independent", "shared"]
 
 
+def positive_number(name: str, value: object) -> float:
+    """A finite number > 0 (T, c, …), else a :class:`MeanFieldError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise MeanFieldError(name, value, "must be a positive number")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise MeanFieldError(name, value, "must be a positive number")
+    return v
+
+
 def _finite(name: str, value: object, *, nonnegative: bool = False) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=float)
@@ -137,7 +147,9 @@ class Config:
         shared: dict[str, object] = {}
         specific: dict[tuple[str, str], object] = {}
         for name, value in (values or {}).items():
-            hp, _, gate = name.partition("_")
+            hp, sep, gate = name.partition("_")
+            if sep and not gate:
+                raise MeanFieldError(name, value, "missing gate after '_' (e.g. mu_f)")
             if hp not in HYPERPARAMETERS:
                 raise MeanFieldError(
                     name, value, f"unknown hyperparameter; use one of {list(HYPERPARAMETERS)}"

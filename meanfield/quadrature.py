@@ -349,6 +349,30 @@ def _smoothing(act: Activation, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return out
 
 
+def _price(fa, fb, ma, sa, mb, sb) -> tuple[np.ndarray, np.ndarray]:
+    """E[fa(u_a) fb(u_b)] and E[fa'(u_a) fb'(u_b)] at perfect correlation, z shared.
+
+    The rule is the one :func:`expect1` uses for the product fa·fb, so that a pair at ρ = 1 equals
+    the single-example moment exactly (two examples in the same state must stay in it).
+    """
+    prod = product(fa, fb)
+    e0, e1 = np.empty(ma.shape), np.empty(ma.shape)
+    smooth = sa <= prod.gh_sd
+    for part in (smooth, ~smooth):
+        if not part.any():
+            continue
+        m_a, s_a, m_b, s_b = ma[part], sa[part], mb[part], sb[part]
+        if part is smooth:
+            z, w = _hermite(GH_ORDER)
+            z, w = np.broadcast_to(z, (m_a.size, z.size)), np.broadcast_to(w, (m_a.size, w.size))
+        else:
+            z, w = _panel_rule(m_a, s_a, prod.width, ORDER_1D)
+        ua, ub = m_a[:, None] + s_a[:, None] * z, m_b[:, None] + s_b[:, None] * z
+        e0[part] = np.sum(w * fa(ua) * fb(ub), axis=-1)
+        e1[part] = np.sum(w * fa.deriv(ua) * fb.deriv(ub), axis=-1)
+    return e0, e1
+
+
 def expect2(
     fa: Activation,
     fb: Activation,
@@ -380,11 +404,7 @@ def expect2(
     if near_one.any():
         # Price's theorem at perfect correlation: E(cov) ≈ E(sa sb) + (cov - sa sb) E[fa' fb'].
         j = near_one
-        u, w = rule(ma[j], sa[j] ** 2, fa.width, ORDER_1D)
-        z = (u - ma[j][:, None]) / np.where(sa[j] > 0, sa[j], 1.0)[:, None]
-        ub = mb[j][:, None] + sb[j][:, None] * z
-        e0 = np.sum(w * fa(u) * fb(ub), axis=-1)
-        e1 = np.sum(w * fa.deriv(u) * fb.deriv(ub), axis=-1)
+        e0, e1 = _price(fa, fb, ma[j], sa[j], mb[j], sb[j])
         out[j] = e0 + (c[j] - sa[j] * sb[j]) * e1
     rest = ~(weak | near_one)
     if rest.any():

@@ -11,10 +11,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from meanfield.cells import THEORIES, CellTheory, State
+from meanfield.cells import THEORIES, CellTheory, JacobianMoments, State
 from meanfield.errors import MeanFieldError
 from meanfield.jacobian import moments
-from meanfield.params import Config, Inputs
+from meanfield.params import Config, Inputs, positive_number
 from meanfield.solvers import jacobian, spectral_radius, steffensen
 
 __all__ = [
@@ -50,7 +50,8 @@ def time_scale(chi: np.ndarray) -> np.ndarray:
 class FixedPointResult:
     """Mean-field fixed point of one configuration or an array of them (arrays of ``shape``).
 
-    q_star: E[h²] at the fixed point. m_star: E[h]. s_star: E[c²] (LSTM; NaN otherwise).
+    q_star: E[h²] at the fixed point. m_star: the state's mean, E[h] (LSTM: E[c], the cell
+    state's mean). s_star: E[c²] (LSTM; NaN otherwise).
     c_star: correlation C* of two examples. chi_q, xi_q: slope and time scale of Q's relaxation.
     chi_c, xi_c: slope and time scale of C's relaxation (the memory of the input).
     m1, m2: per-step Jacobian moments. converged, iterations, residual: of the fixed-point solves.
@@ -69,11 +70,16 @@ class FixedPointResult:
     converged: np.ndarray
     iterations: int
     residual: np.ndarray
+    #: Per-unit Jacobian moments (arrays of ``shape``), for the T-step spread of
+    #: :func:`~meanfield.jacobian.isometry`; None when the moments were not computed.
+    unit_moments: JacobianMoments | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready values: floats (None for NaN, "inf" kept as float) or lists for arrays."""
         out: dict[str, object] = {}
         for f in fields(self):
+            if f.name == "unit_moments":
+                continue
             v = getattr(self, f.name)
             if isinstance(v, np.ndarray) and v.ndim == 0:
                 v = v.item()
@@ -128,7 +134,21 @@ def _solve_cross(th: CellTheory, single: State, tol: float):
     sub_cross["q_ab"] = sol.x
     sub_cross = {k: sub_cross[k] for k in th.cross_keys}
     jac = jacobian(lambda s: sub.step_cross({**sub_single, **s}), sub_cross, th.cross_keys)
-    chi[todo] = spectral_radius(jac)
+    sub_chi = spectral_radius(jac)
+    # C* = 1 (e.g. zero inputs in either regime): central differences would straddle the boundary
+    edge = sol.x >= qs * (1.0 - 1e-9)
+    if edge.any():
+        ident_sub = sub.identical(sub_single)
+        jac_edge = jacobian(
+            lambda s: sub.step_cross({**sub_single, **s}),
+            ident_sub,
+            th.cross_keys,
+            one_sided=True,
+            rel=1e-7,
+        )
+        sub_chi = np.where(edge, spectral_radius(jac_edge), sub_chi)
+        sub_cross = {k: np.where(edge, ident_sub[k], sub_cross[k]) for k in th.cross_keys}
+    chi[todo] = sub_chi
     for k in th.cross_keys:
         cross[k][todo] = sub_cross[k]
     conv[todo] = sol.converged
@@ -150,12 +170,25 @@ def fixed_point(
     jq = jacobian(th.step_single, single, th.single_keys)
     chi_q = spectral_radius(jq)
     q = single["q"]
+    unit = None
     if jacobian_moments:
-        m1, m2 = moments(th.jacobian_moments(single), cfg.weights)
+        unit = th.jacobian_moments(single)
+        m1, m2 = moments(unit, cfg.weights)
+        unit = JacobianMoments(
+            **{
+                f.name: (
+                    tuple(np.asarray(b).reshape(cfg.shape) for b in getattr(unit, f.name))
+                    if f.name == "b2_per_gate"
+                    else np.asarray(getattr(unit, f.name)).reshape(cfg.shape)
+                )
+                for f in fields(unit)
+            }
+        )
     else:
         m1 = m2 = np.full(q.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        c_star = np.where(q > 0, cross["q_ab"] / q, 1.0)
+        # a correlation: rounding of the quadrature may leave it a hair outside [-1, 1]
+        c_star = np.clip(np.where(q > 0, cross["q_ab"] / q, 1.0), -1.0, 1.0)
     nan = np.full(q.shape, np.nan)
     values = {
         "q_star": q,
@@ -172,7 +205,7 @@ def fixed_point(
         "residual": np.maximum(sol.residual, res_c),
     }
     shaped = {k: np.asarray(v).reshape(cfg.shape) for k, v in values.items()}
-    return FixedPointResult(iterations=sol.iterations, **shaped)
+    return FixedPointResult(iterations=sol.iterations, unit_moments=unit, **shaped)
 
 
 def memory_time_scale(
@@ -207,12 +240,10 @@ class MemoryCheck:
 
 def memory_check(cfg: Config, T: float, c: float, inputs: Inputs | None = None) -> MemoryCheck:
     """Is the memory time scale long enough for a bridge of T steps (ξ_C ≥ T/c, THEORY.md §5)?"""
-    if not np.isfinite(T) or T <= 0:
-        raise MeanFieldError("T", T, "must be a positive number of steps")
-    if not np.isfinite(c) or c <= 0:
-        raise MeanFieldError("c", c, "must be positive")
+    T = positive_number("T", T)
+    c = positive_number("c", c)
     xi, conv = memory_time_scale(cfg, inputs)
-    required = float(T) / float(c)
+    required = T / c
     with np.errstate(divide="ignore"):
         margin = np.log(np.maximum(xi, 0.0)) - np.log(required)
     return MemoryCheck(xi_c=xi, required=required, ok=xi >= required, margin=margin, converged=conv)

@@ -17,6 +17,7 @@ from math import comb
 
 import numpy as np
 
+from meanfield.errors import MeanFieldError
 from meanfield.params import Config, GateParams, Inputs
 from meanfield.quadrature import SIGMOID, SIGMOID_NEG, Activation, expect1, product
 
@@ -54,8 +55,15 @@ class CellTheory:
     def __init__(self, cfg: Config, inputs: Inputs) -> None:
         self.cfg = cfg.flat()
         n = self.cfg.size
-        self.R = np.broadcast_to(np.asarray(inputs.R, float), cfg.shape).reshape(n)
-        self.R_ab = np.broadcast_to(np.asarray(inputs.R_ab, float), cfg.shape).reshape(n)
+        try:
+            self.R = np.broadcast_to(np.asarray(inputs.R, float), cfg.shape).reshape(n)
+            self.R_ab = np.broadcast_to(np.asarray(inputs.R_ab, float), cfg.shape).reshape(n)
+        except ValueError:
+            raise MeanFieldError(
+                "input_var",
+                inputs.R,
+                f"shape {np.shape(inputs.R)} does not broadcast to the configurations' {cfg.shape}",
+            ) from None
         self.inputs = inputs
 
     def subset(self, index: np.ndarray) -> CellTheory:

@@ -41,8 +41,9 @@ from meanfield.quadrature import (
 
 __all__ = ["GRUTheory"]
 
-#: Nodes per dimension of the reset-gate rules (the reset gate is a smooth function).
-ORDER_R = 12
+#: Nodes per dimension of the reset-gate rules (the reset gate is a smooth function). The single
+#: and the pair moments use the same order, so that two examples in the same state stay in it.
+ORDER_R = 16
 
 
 class GRUTheory(CellTheory):
@@ -58,7 +59,7 @@ class GRUTheory(CellTheory):
 
     def _n_moments(self, q: np.ndarray, pmax: int) -> list[np.ndarray]:
         """E[n^p], p = 0..pmax: average over the reset gate of a Gaussian integral."""
-        ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), 2 * ORDER_R)
+        ur, wr = smooth_rule(self.gate("r").mu, self.var("r", q), ORDER_R)
         r = sigmoid(ur)
         nu2 = self.gate("n").nu ** 2
         v = self.a_var[:, None] + r * r * (nu2 * q)[:, None]

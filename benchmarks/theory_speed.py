@@ -101,7 +101,8 @@ def naive_point(p: dict[str, float], R: float = 1.0) -> dict[str, float]:
         xf, xi_ = e2(sig, mu_f, v, cov), e2(sig, mu, v, cov)
         xg, xo = e2(np.tanh, mu, v, cov), e2(sig, mu, v, cov)
         s_new = xf * s_ab + 2 * ef * ei * eg * m + xi_ * xg
-        return s_new, xo * e2(np.tanh, m, s - m * m, s_ab - m * m)
+        # h_t = o_t tanh(c_t) reads the cell state of the same step
+        return s_new, xo * e2(np.tanh, m, s - m * m, s_new - m * m)
 
     def reduced_cross(q_ab: float) -> tuple[float, float]:
         cov = nu * nu * q_ab

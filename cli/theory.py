@@ -89,7 +89,7 @@ MEANING = {
     "m1": "one-step Jacobian: mean squared singular value",
     "m2": "one-step Jacobian: second moment of JJᵀ's spectrum",
     "log_m1_T": "T log m1: gradient growth over T steps (|·| ≲ 1 is isometric)",
-    "spread_T": "T (m2/m1² - 1): spectrum spread over T steps (≲ 1 is isometric)",
+    "spread_T": "spread Var/mean² of the T-step JJᵀ spectrum (≲ 1 is isometric)",
     "converged": "fixed-point solve converged",
 }
 

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints/cpu.txt -e '.[dev,worker]'
+	$(BIN)/pip install --quiet -c constraints/cpu.txt -e '.[dev,worker,service]'
 	touch $(STAMP)
 
 # The main job: at this stage, a mean-field theory report of the four cells.

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from typer.core import TyperGroup
 
+from cli.study import db_app, serve_cmd, study_app, token_app
 from cli.theory import theory_app
 from cli.train import train_cmd
 from cli.trainmap import trainmap_cmd
@@ -77,6 +78,10 @@ app.command(
     "trainability-map",
     short_help="Grid of init × T training runs; fits the constant c of T ≤ c·ξ_C.",
 )(trainmap_cmd)
+app.command("serve", short_help="Run the REST API server.")(serve_cmd)
+app.add_typer(study_app, name="study")
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
 
 
 @app.callback()

@@ -1,0 +1,184 @@
+"""``isotune serve``, ``isotune db``, ``isotune token`` and ``isotune study``: the service from the
+command line. The server's database comes from ``--database-url`` or ``ISOTUNE_DATABASE_URL``
+(default: ``sqlite:///isotune.db``); clients find the server in ``--server`` / ``ISOTUNE_SERVER``
+and their token in ``--token`` / ``ISOTUNE_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["db_app", "serve_cmd", "study_app", "token_app"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL (default: $ISOTUNE_DATABASE_URL or sqlite:///isotune.db).",
+    ),
+]
+ServerOpt = Annotated[
+    str, typer.Option("--server", envvar="ISOTUNE_SERVER", help="Server base URL.")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="ISOTUNE_TOKEN", help="Bearer token.")
+]
+
+db_app = typer.Typer(name="db", help="The service's database.", no_args_is_help=True)
+token_app = typer.Typer(name="token", help="API tokens.", no_args_is_help=True)
+study_app = typer.Typer(name="study", help="Studies on a running server.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbOpt = None) -> None:
+    """Create or upgrade Optuna's and isotune's tables (idempotent)."""
+    from service.db import database_url as resolve
+    from service.migrate import upgrade
+
+    url = resolve(database_url)
+    upgrade(url)
+    typer.echo(f"database at {_safe(url)} is up to date")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option("--role", help="admin, worker or reader.")],
+    name: Annotated[str, typer.Option("--name", help="What the token is for.")] = "token",
+    database_url: DbOpt = None,
+) -> None:
+    """Create a token and print it (it is stored hashed: this is the only time it is shown)."""
+    from service.auth import create_token
+    from service.db import database_url as resolve
+    from service.db import make_engine, session_factory
+    from service.migrate import upgrade
+    from workers.train import TrainError
+
+    if role not in ("admin", "worker", "reader"):
+        raise TrainError("role", role, "choose admin, worker or reader")
+    url = resolve(database_url)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as session:
+            token = create_token(session, name, role)
+    finally:
+        engine.dispose()
+    typer.echo(token)
+
+
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    database_url: DbOpt = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept requests without tokens (loopback only).")
+    ] = False,
+) -> None:
+    """Run the REST API (``/api/v1``; schema at ``/openapi.json``)."""
+    import uvicorn
+
+    from service.api import create_app
+    from service.db import database_url as resolve
+    from service.db import is_sqlite
+    from service.locks import sqlite_server_lock
+    from workers.train import TrainError
+
+    if no_auth and host not in LOOPBACK:
+        raise TrainError("host", host, "--no-auth is only allowed on a loopback address")
+    url = resolve(database_url)
+    lock = sqlite_server_lock(url) if is_sqlite(url) else None
+    try:
+        app = create_app(url, auth=not no_auth)
+        mode = "WITHOUT authentication (local development)" if no_auth else "with bearer tokens"
+        typer.echo(
+            f"isotune server on http://{host}:{port}/api/v1, database {_safe(url)}, {mode}",
+            err=True,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _client(server: str, token: str | None) -> Any:
+    from service.client import Client
+
+    return Client(server, token, retry_seconds=5.0)
+
+
+def _print(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@study_app.command("create")
+def study_create(
+    file: Annotated[Path, typer.Option("-f", "--file", help="Study specification (YAML or JSON).")],
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """Create a study from a specification file."""
+    import yaml
+
+    spec = yaml.safe_load(file.read_text())
+    with _client(server, token) as c:
+        _print(c.create_study(spec))
+
+
+@study_app.command("list")
+def study_list(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """Studies with their trial counts."""
+    with _client(server, token) as c:
+        for s in c.studies():
+            counts = ", ".join(f"{k.lower()} {v}" for k, v in s["counts"].items() if v)
+            best = s["best"]["value"] if s["best"] else None
+            typer.echo(f"{s['name']}  [{s['state']}]  {counts or 'no trials'}  best {best}")
+
+
+@study_app.command("show")
+def study_show(
+    name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None
+) -> None:
+    """A study's specification, counts and best trial."""
+    with _client(server, token) as c:
+        _print(c.study(name))
+
+
+@study_app.command("best")
+def study_best(
+    name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None
+) -> None:
+    """The best trial's value and parameters."""
+    with _client(server, token) as c:
+        _print(c.study(name)["best"])
+
+
+@study_app.command("trials")
+def study_trials(
+    name: str,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+    offset: Annotated[int, typer.Option("--offset")] = 0,
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+) -> None:
+    """One page of a study's trials."""
+    with _client(server, token) as c:
+        page = c.trials(name, offset, limit)
+    for t in page["trials"]:
+        typer.echo(f"{t['number']:>4}  {t['state']:<8}  {t['value']}  {t['params']}")
+    typer.echo(f"({len(page['trials'])} of {page['total']})")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

@@ -1,0 +1,39 @@
+"""One server process per SQLite database: SQLite has a single writer, and the claim lock of
+:mod:`service.core` is in-process there. PostgreSQL serves several processes (advisory locks)."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy.engine import make_url
+
+__all__ = ["ServerLockError", "sqlite_server_lock"]
+
+
+class ServerLockError(ValueError):
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value}: {reason}")
+
+
+def sqlite_server_lock(url: str) -> IO[str] | None:
+    """Hold an exclusive lock on ``<database>.server-lock`` until the returned file is closed;
+    refuse if another server holds it. None for in-memory databases."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return None
+    lock_path = Path(path).with_name(Path(path).name + ".server-lock")
+    handle = lock_path.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ServerLockError(
+            "database_url",
+            url,
+            "another isotune server is using this SQLite database; SQLite allows one server "
+            "process (use PostgreSQL for several)",
+        ) from None
+    return handle

@@ -1,0 +1,186 @@
+"""Request and response bodies of the REST API (Pydantic), validated before anything is stored.
+
+A search space is data: each parameter is a float, int or categorical distribution. Every
+validation error names the field (FastAPI reports it in ``detail[].loc``) and never reaches the
+database.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "ClaimRequest",
+    "ClaimResponse",
+    "CompleteRequest",
+    "Distribution",
+    "FailRequest",
+    "HeartbeatRequest",
+    "ReportRequest",
+    "ReportResponse",
+    "StudyCreate",
+    "TaskRef",
+]
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _finite(name: str, v: float | None) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+class Distribution(_Strict):
+    """One parameter of the search space."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Distribution:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("categorical takes 'choices', not 'low'/'high'")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        _finite("low", self.low)
+        _finite("high", self.high)
+        _finite("step", self.step)
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low={self.low} >= high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("'step' and 'log' cannot be combined")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("int bounds must be whole numbers")
+        return self
+
+
+class TaskRef(_Strict):
+    """The task the workers train on (see ``workers.taskspec``)."""
+
+    name: str
+    T: Annotated[int, Field(ge=1, le=1_000_000)]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyCreate(_Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    cell: Literal["lstm", "gru", "minimalrnn", "vanilla"]
+    task: TaskRef
+    space: dict[str, Distribution]
+    direction: Literal["maximize", "minimize"] = "maximize"
+    sampler: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    budget: Annotated[int, Field(ge=1, le=100_000)] = 20
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    lease_seconds: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    seed: int | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    prior: dict[str, Any] | None = None
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, Distribution]) -> dict[str, Distribution]:
+        if not v:
+            raise ValueError("the search space needs at least one parameter")
+        for key in v:
+            if not key or len(key) > 128:
+                raise ValueError(f"parameter name {key!r} must have 1 to 128 characters")
+        return v
+
+
+class ClaimRequest(_Strict):
+    worker_id: Annotated[str, Field(min_length=1, max_length=200)]
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrialAssignment(BaseModel):
+    study: str
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    task: dict[str, Any]
+    cell: str
+    training: dict[str, Any]
+    direction: str
+    attempt: int
+    lease_expires: str
+    lease_seconds: float
+
+
+class ClaimResponse(BaseModel):
+    """``assigned`` with a trial; ``wait`` (the budget is out but trials still run) or ``done``."""
+
+    status: Literal["assigned", "wait", "done"]
+    trial: TrialAssignment | None = None
+
+
+class WorkerRef(_Strict):
+    worker_id: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class HeartbeatRequest(WorkerRef):
+    pass
+
+
+class ReportPoint(_Strict):
+    step: Annotated[int, Field(ge=0)]
+    value: float
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"value must be finite, got {v}")
+        return v
+
+
+class ReportRequest(WorkerRef):
+    values: Annotated[list[ReportPoint], Field(min_length=1, max_length=1000)]
+
+
+class ReportResponse(BaseModel):
+    prune: bool
+    state: str
+
+
+class CompleteRequest(WorkerRef):
+    value: float | None = None
+    pruned: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> CompleteRequest:
+        if not self.pruned:
+            if self.value is None:
+                raise ValueError("value is required unless pruned")
+            if not math.isfinite(self.value):
+                raise ValueError(f"value must be finite, got {self.value}")
+        return self
+
+
+class FailRequest(WorkerRef):
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    retry: bool = False

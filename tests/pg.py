@@ -1,0 +1,310 @@
+"""A throwaway PostgreSQL cluster for the tests: ``initdb`` in a temporary folder, one ``postgres``
+process on a free port of 127.0.0.1, stopped by its pid and deleted afterwards.
+
+The system's own cluster (if any) is never used or started. When the tests run as root, the server
+runs as the ``postgres`` OS user (PostgreSQL refuses root): the temporary folder is handed to that
+user and the processes switch to it before ``exec``, so the pid we hold is the postmaster's own.
+
+Each test gets a fresh database (``CREATE DATABASE isotune_<n> OWNER isotune``, optionally cloned
+from a template), dropped at the end of the test.
+
+Where are the binaries: ``$ISOTUNE_PG_BINDIR``, else the newest ``/usr/lib/postgresql/*/bin``
+(Debian, Ubuntu), else ``/usr/pgsql-*/bin`` (RHEL), else ``initdb`` on ``$PATH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+__all__ = [
+    "PostgresCluster",
+    "PostgresUnavailable",
+    "find_bindir",
+    "postgres_cluster",
+]
+
+ROLE = "isotune"
+DATABASE = "isotune"
+OS_USER = "postgres"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server binaries here, or no way to run them (root without a postgres user)."""
+
+
+def find_bindir() -> Path | None:
+    """The folder holding ``initdb`` and ``postgres``, or ``None`` if there is none."""
+    candidates: list[Path] = []
+    if explicit := os.environ.get("ISOTUNE_PG_BINDIR"):
+        candidates.append(Path(explicit))
+    for pattern in ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin"):
+        found = sorted(Path("/").glob(pattern.lstrip("/")), key=_version_key, reverse=True)
+        candidates.extend(found)
+    if on_path := shutil.which("initdb"):
+        candidates.append(Path(on_path).resolve().parent)
+    for bindir in candidates:
+        if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
+            return bindir
+    return None
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    """``/usr/lib/postgresql/15/bin`` → (15,), so 16 sorts above 9.6."""
+    version = path.parent.name.removeprefix("pgsql-")
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PostgresCluster:
+    """A running throwaway cluster. ``url`` is the ``isotune`` database as role ``isotune``."""
+
+    bindir: Path
+    root: Path
+    port: int
+    password: str
+    process: subprocess.Popen[bytes]
+    _admin: psycopg.Connection | None = field(default=None, repr=False)
+    _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return self.url_for(DATABASE)
+
+    def url_for(self, database: str) -> str:
+        """SQLAlchemy URL of ``database`` as role ``isotune`` over TCP."""
+        return f"postgresql+psycopg://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def admin(self) -> psycopg.Connection:
+        """A superuser connection (autocommit) over the cluster's unix socket."""
+        if self._admin is None or self._admin.closed:
+            self._admin = psycopg.connect(
+                host=str(self.socket_dir),
+                port=self.port,
+                user=OS_USER,
+                dbname="postgres",
+                autocommit=True,
+                connect_timeout=5,
+            )
+        return self._admin
+
+    def create_database(self, template: str | None = None) -> str:
+        """A new empty database ``isotune_<n>`` owned by ``isotune`` (a clone of ``template`` if
+        given; the template must have no open connections). Returns its name."""
+        name = f"{DATABASE}_{next(self._counter)}"
+        query = sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(ROLE)
+        )
+        if template is not None:
+            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        self.admin().execute(query)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name``, closing whatever connections are still open on it."""
+        self.admin().execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop the postmaster by its pid: SIGINT (fast shutdown), then SIGKILL if it lingers."""
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def postgres_cluster(bindir: Path | None = None) -> Iterator[PostgresCluster]:
+    """Start a throwaway cluster, yield it, stop it by its pid and delete its folder.
+
+    Raises :class:`PostgresUnavailable` when there are no binaries (or no ``postgres`` user while
+    running as root), :class:`RuntimeError` when the server does not come up within 30 s.
+    """
+    bindir = bindir or find_bindir()
+    if bindir is None:
+        raise PostgresUnavailable("no PostgreSQL server binaries (initdb, postgres) found")
+    as_user = _os_user()
+    root = Path(tempfile.mkdtemp(prefix="isotune-pg-"))
+    cluster: PostgresCluster | None = None
+    try:
+        (root / "sock").mkdir()
+        if as_user is not None:
+            for path in (root, root / "sock"):
+                os.chown(path, as_user.pw_uid, as_user.pw_gid)
+        _initdb(bindir, root, as_user)
+        cluster = _start(bindir, root, as_user)
+        _bootstrap(cluster)
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _os_user() -> pwd.struct_passwd | None:
+    """The account to run PostgreSQL as: ``postgres`` when we are root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(OS_USER)
+    except KeyError as e:
+        raise PostgresUnavailable(
+            f"running as root and there is no {OS_USER!r} OS user to run PostgreSQL as"
+        ) from e
+
+
+def _run_kwargs(root: Path, as_user: pwd.struct_passwd | None) -> dict:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(root)}
+    kwargs: dict = {"cwd": root, "env": env}
+    if as_user is not None:
+        kwargs |= {"user": as_user.pw_uid, "group": as_user.pw_gid, "extra_groups": []}
+    return kwargs
+
+
+def _initdb(bindir: Path, root: Path, as_user: pwd.struct_passwd | None) -> None:
+    cmd = [
+        str(bindir / "initdb"),
+        "--pgdata",
+        str(root / "data"),
+        "--username",
+        OS_USER,
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]
+    result = subprocess.run(cmd, capture_output=True, check=False, **_run_kwargs(root, as_user))
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"initdb failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
+        )
+
+
+def _start(bindir: Path, root: Path, as_user: pwd.struct_passwd | None) -> PostgresCluster:
+    """Start ``postgres`` on a free port; retry on another port if the first was taken."""
+    last_error = ""
+    for _ in range(3):
+        port = _free_port()
+        cmd = [
+            str(bindir / "postgres"),
+            "-D",
+            str(root / "data"),
+            "-p",
+            str(port),
+            "-k",
+            str(root / "sock"),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=64MB",
+        ]
+        log = open(root / "postgres.log", "ab")  # the child inherits the descriptor
+        try:
+            process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in pytest reaches us, not the server
+                **_run_kwargs(root, as_user),
+            )
+        finally:
+            log.close()
+        cluster = PostgresCluster(
+            bindir=bindir, root=root, port=port, password=secrets.token_hex(16), process=process
+        )
+        if _wait_ready(cluster):
+            return cluster
+        cluster.stop()
+        last_error = cluster.log_tail()
+        if "already in use" not in last_error:
+            break
+    raise RuntimeError(f"PostgreSQL did not start within {START_TIMEOUT_S:g} s:\n{last_error}")
+
+
+def _wait_ready(cluster: PostgresCluster) -> bool:
+    """Poll until the server accepts a connection (True) or exits or times out (False)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if cluster.process.poll() is not None:
+            return False
+        try:
+            cluster.admin().execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            time.sleep(0.05)
+    return False
+
+
+def _bootstrap(cluster: PostgresCluster) -> None:
+    admin = cluster.admin()
+    admin.execute(
+        sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+            sql.Identifier(ROLE), sql.Literal(cluster.password)
+        )
+    )
+    admin.execute(
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(DATABASE), sql.Identifier(ROLE)
+        )
+    )

@@ -1,0 +1,235 @@
+"""The REST API on SQLite and PostgreSQL (``db_url`` is parametrized over both in conftest)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api import create_app
+from service.auth import create_token
+
+SPEC = {
+    "name": "s1",
+    "cell": "lstm",
+    "task": {"name": "copy", "T": 20},
+    "space": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "mu_f": {"type": "float", "low": 0.0, "high": 8.0},
+        "hidden": {"type": "int", "low": 16, "high": 64, "step": 16},
+        "optimizer": {"type": "categorical", "choices": ["adam", "rmsprop"]},
+    },
+    "sampler": "random",
+    "pruner": "median",
+    "budget": 6,
+    "seed": 1,
+}
+V1 = "/api/v1"
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(db_url, auth=False)) as c:
+        yield c
+
+
+def create(client: TestClient, **changes: object) -> dict:
+    r = client.post(V1 + "/studies", json={**SPEC, **changes})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def claim(client: TestClient, worker: str, study: str = "s1") -> dict:
+    r = client.post(f"{V1}/studies/{study}/claim", json={"worker_id": worker})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_study_lifecycle(client: TestClient) -> None:
+    s = create(client)
+    assert s["name"] == "s1" and s["n_trials"] == 0 and s["spec"]["budget"] == 6
+    assert [x["name"] for x in client.get(V1 + "/studies").json()] == ["s1"]
+    a = claim(client, "w1")
+    assert a["status"] == "assigned"
+    t = a["trial"]
+    assert set(t["params"]) == set(SPEC["space"]) and t["attempt"] == 1
+    assert 16 <= t["params"]["hidden"] <= 64 and t["params"]["hidden"] % 16 == 0
+    # the same worker gets its trial back (restart-safe); another worker a different one
+    assert claim(client, "w1")["trial"]["trial_id"] == t["trial_id"]
+    other = claim(client, "w2")["trial"]
+    assert other["trial_id"] != t["trial_id"]
+    tid = t["trial_id"]
+    r = client.post(
+        f"{V1}/trials/{tid}/report",
+        json={"worker_id": "w1", "values": [{"step": 1, "value": 0.2}, {"step": 2, "value": 0.3}]},
+    )
+    assert r.status_code == 200 and r.json()["prune"] is False
+    done = client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": "w1", "value": 0.9})
+    assert done.status_code == 200 and done.json()["state"] == "COMPLETE"
+    again = client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": "w1", "value": 0.1})
+    assert again.status_code == 200 and again.json()["value"] == 0.9  # idempotent, recorded
+    failed = client.post(f"{V1}/trials/{other['trial_id']}/fail", json={"worker_id": "w2"})
+    assert failed.json()["state"] == "FAIL"
+    s = client.get(V1 + "/studies/s1").json()
+    assert s["counts"]["COMPLETE"] == 1 and s["counts"]["FAIL"] == 1
+    assert s["best"]["value"] == 0.9
+    page = client.get(V1 + "/studies/s1/trials", params={"limit": 1}).json()
+    assert page["total"] == 2 and len(page["trials"]) == 1
+    assert client.get(f"{V1}/trials/{tid}").json()["intermediate_values"] == {"1": 0.2, "2": 0.3}
+
+
+def test_budget_then_done(client: TestClient) -> None:
+    create(client, budget=2)
+    ids = []
+    for w in ("a", "b"):
+        ids.append(claim(client, w)["trial"]["trial_id"])
+    assert claim(client, "c")["status"] == "wait"  # budget out, trials still running
+    for w, tid in zip(("a", "b"), ids, strict=True):
+        client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": w, "value": 0.5})
+    assert claim(client, "c")["status"] == "done"
+
+
+def test_expired_lease_is_retried_then_given_up(client: TestClient) -> None:
+    create(client, lease_seconds=0.3, retries=1, budget=1)
+    first = claim(client, "dead")["trial"]
+    time.sleep(0.5)
+    second = claim(client, "alive")["trial"]
+    assert second["params"] == first["params"] and second["attempt"] == 2
+    assert client.get(f"{V1}/trials/{first['trial_id']}").json()["state"] == "FAIL"
+    # the dead worker's late completion answers the recorded state and changes nothing
+    late = client.post(
+        f"{V1}/trials/{first['trial_id']}/complete", json={"worker_id": "dead", "value": 1.0}
+    )
+    assert late.status_code == 200 and late.json()["state"] == "FAIL"
+    time.sleep(0.5)  # the second attempt expires too: the retry budget (1) is spent
+    assert claim(client, "third")["status"] == "done"
+    counts = client.get(V1 + "/studies/s1").json()["counts"]
+    assert counts["FAIL"] == 2 and counts["RUNNING"] == 0 and counts["WAITING"] == 0
+
+
+def test_heartbeat_keeps_the_lease(client: TestClient) -> None:
+    create(client, lease_seconds=0.4, budget=1)
+    t = claim(client, "w")["trial"]
+    for _ in range(4):
+        time.sleep(0.2)
+        r = client.post(f"{V1}/trials/{t['trial_id']}/heartbeat", json={"worker_id": "w"})
+        assert r.status_code == 200
+    done = client.post(f"{V1}/trials/{t['trial_id']}/complete", json={"worker_id": "w", "value": 1})
+    assert done.json()["state"] == "COMPLETE"
+
+
+def test_pruning_is_recorded(client: TestClient) -> None:
+    create(client, pruner="median", budget=5)
+    # three complete trials with high intermediate values, then a bad one is pruned
+    for i in range(4):
+        t = claim(client, f"w{i}")["trial"]
+        value = 0.9 if i < 3 else 0.0
+        r = client.post(
+            f"{V1}/trials/{t['trial_id']}/report",
+            json={"worker_id": f"w{i}", "values": [{"step": s, "value": value} for s in (1, 2)]},
+        )
+        if i < 3:
+            client.post(
+                f"{V1}/trials/{t['trial_id']}/complete", json={"worker_id": f"w{i}", "value": value}
+            )
+        else:
+            assert r.json()["prune"] is True
+            p = client.post(
+                f"{V1}/trials/{t['trial_id']}/complete", json={"worker_id": f"w{i}", "pruned": True}
+            )
+            assert p.json()["state"] == "PRUNED"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"sampler": "bogus"}, "sampler"),
+        ({"pruner": "nope"}, "pruner"),
+        ({"space": {"x": {"type": "float", "low": 2.0, "high": 1.0}}}, "space"),
+        ({"space": {"x": {"type": "float", "low": 1.0, "high": 1.0}}}, "space"),
+        ({"space": {}}, "space"),
+        ({"space": {"x": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}}, "space"),
+        ({"budget": 0}, "budget"),
+        ({"name": "bad name!"}, "name"),
+        ({"task": {"name": "copy", "T": 0}}, "task"),
+    ],
+)
+def test_bad_study_specs_are_422_naming_the_field(
+    client: TestClient, change: dict, field: str
+) -> None:
+    r = client.post(V1 + "/studies", json={**SPEC, **change})
+    assert r.status_code == 422, r.text
+    assert field in str(r.json()["detail"][0]["loc"])
+
+
+def test_bad_reports_and_unknown_things(client: TestClient) -> None:
+    create(client)
+    t = claim(client, "w")["trial"]
+    url = f"{V1}/trials/{t['trial_id']}/report"
+    for bad in ("NaN", "Infinity"):
+        r = client.post(
+            url,
+            content=f'{{"worker_id": "w", "values": [{{"step": 1, "value": {bad}}}]}}',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422 and "value" in str(r.json()["detail"])
+    assert client.get(V1 + "/studies/nope").status_code == 404
+    r = client.post(f"{V1}/trials/999999/complete", json={"worker_id": "w", "value": 1})
+    assert r.status_code == 404 and "trial" in r.json()["detail"]
+    r = client.post(f"{V1}/trials/{t['trial_id']}/complete", json={"worker_id": "x", "value": 1})
+    assert r.status_code == 409 and "worker_id" in r.json()["detail"]
+    assert client.post(V1 + "/studies", json=SPEC).status_code == 409  # duplicate name
+    big = client.post(V1 + "/studies", content=b"x" * 2_000_000)
+    assert big.status_code == 413
+
+
+def test_tokens_and_roles(db_url: str) -> None:
+    app = create_app(db_url, auth=True)
+    service = app.state.service
+    with service.sessions.begin() as session:
+        admin = create_token(session, "ops", "admin")
+        worker = create_token(session, "gpu-1", "worker")
+        reader = create_token(session, "viewer", "reader")
+    with TestClient(app) as c:
+
+        def h(tok: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tok}"}
+
+        assert c.get(V1 + "/studies").status_code == 401
+        assert c.get(V1 + "/studies", headers=h("isotune_wrong")).status_code == 401
+        assert c.post(V1 + "/studies", json=SPEC, headers=h(worker)).status_code == 403
+        assert c.post(V1 + "/studies", json=SPEC, headers=h(admin)).status_code == 201
+        assert c.get(V1 + "/studies", headers=h(reader)).status_code == 200
+        r = c.post(V1 + "/studies/s1/claim", json={"worker_id": "w"}, headers=h(reader))
+        assert r.status_code == 403
+        r = c.post(V1 + "/studies/s1/claim", json={"worker_id": "w"}, headers=h(worker))
+        assert r.status_code == 200
+
+
+def test_concurrent_claims_never_share_a_trial(db_url: str) -> None:
+    """16 clients claim at once: every assignment is a different trial."""
+    with TestClient(create_app(db_url, auth=False)) as c:
+        create(c, budget=32)
+        got: list[int] = []
+        errors: list[str] = []
+        guard = threading.Lock()
+
+        def run(i: int) -> None:
+            for k in range(2):
+                r = c.post(V1 + "/studies/s1/claim", json={"worker_id": f"w{i}-{k}"})
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    continue
+                with guard:
+                    got.append(r.json()["trial"]["trial_id"])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors
+        assert len(got) == 32 and len(set(got)) == 32

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from optuna.trial import TrialState
 
@@ -48,8 +51,13 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     if migrate:
         upgrade(database_url)
     engine = make_engine(database_url)
+    sqlite = is_sqlite(database_url)
+    lock_engine = None if sqlite else make_engine(database_url, pool_size=8, max_overflow=56)
     service = Service(
-        session_factory(engine), optuna_storage(database_url), sqlite=is_sqlite(database_url)
+        session_factory(engine),
+        optuna_storage(database_url),
+        sqlite=sqlite,
+        lock_engine=lock_engine,
     )
 
     @contextlib.asynccontextmanager
@@ -70,6 +78,8 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             engine.dispose()
+            if lock_engine is not None:
+                lock_engine.dispose()
 
     app = FastAPI(
         title="isotune",
@@ -88,6 +98,11 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
                 status_code=413,
             )
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        # the offending input may be NaN or infinite, which JSON cannot carry: render it as text
+        return JSONResponse({"detail": _finite_json(jsonable_encoder(e.errors()))}, status_code=422)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, e: NotFound) -> JSONResponse:
@@ -184,6 +199,15 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     return app
 
 
+def _finite_json(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _finite_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite_json(v) for v in x]
+    return x
+
+
 def _reap_all(service: Service) -> int:
-    with service.sessions.begin() as session:
-        return service.reap(session)
+    return service.reap_all()

@@ -11,10 +11,12 @@ periodically in the server, so no trial stays RUNNING after its worker died.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +28,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
-from sqlalchemy import select, text
+from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.models import Lease, StudyRecord, WorkerRecord
@@ -99,38 +101,62 @@ def make_pruner(spec: StudyCreate) -> optuna.pruners.BasePruner:
 
 
 class Service:
-    """The service over one database: ``sessions`` for isotune's tables, ``storage`` Optuna's."""
+    """The service over one database: ``sessions`` for isotune's tables, ``storage`` Optuna's.
+
+    Optuna writes through its own connections. On SQLite (one writer at a time) a transaction of
+    ours must never be open while Optuna writes, or the two wait on each other until the busy
+    timeout: every operation below reads our tables in one short session, lets Optuna write, then
+    writes our tables in another short session. The study lock keeps the three steps atomic with
+    respect to other requests for the same study.
+    """
 
     def __init__(
-        self, sessions: sessionmaker[Session], storage: optuna.storages.BaseStorage, *, sqlite: bool
+        self,
+        sessions: sessionmaker[Session],
+        storage: optuna.storages.BaseStorage,
+        *,
+        sqlite: bool,
+        lock_engine: Engine | None = None,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
         self.sqlite = sqlite
+        # Waiting for a study lock holds a connection: they come from their own pool, so that
+        # waiters can never starve the lock holder of the connections it works with.
+        self.lock_engine = lock_engine
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _lock(self, session: Session, name: str) -> threading.Lock | None:
-        """Serialize claims of one study: an advisory lock until the transaction ends (PostgreSQL),
-        or an in-process lock (SQLite; the caller releases it)."""
-        if not self.sqlite:
+    @contextlib.contextmanager
+    def study_lock(self, name: str) -> Iterator[None]:
+        """Serialize the mutating requests of one study: a PostgreSQL session advisory lock (good
+        across server processes), or an in-process lock on SQLite (one server process)."""
+        if not self.sqlite and self.lock_engine is not None:
             key = zlib.crc32(name.encode()) - 2**31
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            return None
+            with self.lock_engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
         with self._locks_guard:
             lock = self._locks.setdefault(name, threading.Lock())
-        lock.acquire()
-        return lock
+        with lock:
+            yield
 
-    def _record(self, session: Session, name: str) -> StudyRecord:
-        rec = session.get(StudyRecord, name)
-        if rec is None:
-            raise NotFound("study", name)
-        return rec
+    def _spec(self, name: str) -> tuple[StudyCreate, StudyRecord]:
+        with self.sessions() as session:
+            rec = session.get(StudyRecord, name)
+            if rec is None:
+                raise NotFound("study", name)
+            session.expunge(rec)
+        return StudyCreate.model_validate(rec.spec), rec
 
-    def _study(self, rec: StudyRecord) -> optuna.Study:
-        spec = StudyCreate.model_validate(rec.spec)
+    def _study(self, rec: StudyRecord, spec: StudyCreate) -> optuna.Study:
         return optuna.load_study(
             study_name=rec.name,
             storage=self.storage,
@@ -140,9 +166,10 @@ class Service:
 
     # -- studies ----------------------------------------------------------------------------------
     def create_study(self, spec: StudyCreate) -> dict[str, Any]:
-        with self.sessions.begin() as session:
-            if session.get(StudyRecord, spec.name) is not None:
-                raise Conflict("name", spec.name, "a study of that name exists")
+        with self.study_lock(spec.name):
+            with self.sessions() as session:
+                if session.get(StudyRecord, spec.name) is not None:
+                    raise Conflict("name", spec.name, "a study of that name exists")
             try:
                 study = optuna.create_study(
                     study_name=spec.name,
@@ -154,38 +181,37 @@ class Service:
             except optuna.exceptions.DuplicatedStudyError:
                 raise Conflict("name", spec.name, "an Optuna study of that name exists") from None
             study.set_user_attr("isotune_spec", spec.model_dump(mode="json"))
-            session.add(
-                StudyRecord(
-                    name=spec.name,
-                    optuna_study_id=study._study_id,
-                    spec=spec.model_dump(mode="json"),
-                    state="active",
-                    created_at=now(),
+            with self.sessions.begin() as session:
+                session.add(
+                    StudyRecord(
+                        name=spec.name,
+                        optuna_study_id=study._study_id,
+                        spec=spec.model_dump(mode="json"),
+                        state="active",
+                        created_at=now(),
+                    )
                 )
-            )
         return self.get_study(spec.name)
 
     def list_studies(self) -> list[dict[str, Any]]:
         with self.sessions() as session:
-            names = session.scalars(select(StudyRecord.name).order_by(StudyRecord.created_at))
-            names = list(names)
+            names = list(session.scalars(select(StudyRecord.name).order_by(StudyRecord.created_at)))
         return [self.get_study(n) for n in names]
 
     def get_study(self, name: str) -> dict[str, Any]:
-        with self.sessions() as session:
-            rec = self._record(session, name)
-            spec, state, sid = rec.spec, rec.state, rec.optuna_study_id
-        trials = self.storage.get_all_trials(sid, deepcopy=False)
+        spec_model, rec = self._spec(name)
+        spec = rec.spec
+        trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
         counts = Counter(t.state.name for t in trials)
         best = None
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         if complete:
-            pick = max if spec["direction"] == "maximize" else min
+            pick = max if spec_model.direction == "maximize" else min
             b = pick(complete, key=lambda t: t.value)
             best = {"number": b.number, "value": b.value, "params": b.params}
         return {
             "name": name,
-            "state": state,
+            "state": rec.state,
             "spec": spec,
             "counts": {s.name: counts.get(s.name, 0) for s in TrialState},
             "n_trials": len(trials),
@@ -194,19 +220,23 @@ class Service:
 
     def archive_study(self, name: str) -> dict[str, Any]:
         with self.sessions.begin() as session:
-            self._record(session, name).state = "archived"
+            rec = session.get(StudyRecord, name)
+            if rec is None:
+                raise NotFound("study", name)
+            rec.state = "archived"
         return self.get_study(name)
 
     def delete_study(self, name: str) -> None:
-        with self.sessions.begin() as session:
-            rec = self._record(session, name)
-            session.delete(rec)
+        with self.study_lock(name):
+            self._spec(name)
             optuna.delete_study(study_name=name, storage=self.storage)
+            with self.sessions.begin() as session:
+                session.execute(delete(Lease).where(Lease.study_name == name))
+                session.execute(delete(StudyRecord).where(StudyRecord.name == name))
 
     def list_trials(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        with self.sessions() as session:
-            sid = self._record(session, name).optuna_study_id
-        trials = self.storage.get_all_trials(sid, deepcopy=False)
+        _, rec = self._spec(name)
+        trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
         page = trials[offset : offset + limit]
         return {"total": len(trials), "offset": offset, "trials": [_trial_dict(t) for t in page]}
 
@@ -217,38 +247,66 @@ class Service:
             raise NotFound("trial", trial_id) from None
 
     # -- leases -----------------------------------------------------------------------------------
-    def reap(self, session: Session, name: str | None = None) -> int:
-        """Fail the trials of expired leases and re-enqueue their parameters within the retry
-        budget. Returns how many leases expired."""
-        q = select(Lease).where(Lease.state == "active", Lease.expires_at < now())
-        if name is not None:
-            q = q.where(Lease.study_name == name)
-        expired = list(session.scalars(q.with_for_update(skip_locked=True)))
+    def reap_all(self) -> int:
+        """One pass of the reaper over every study with expired leases."""
+        with self.sessions() as session:
+            names = set(
+                session.scalars(
+                    select(Lease.study_name).where(
+                        Lease.state == "active", Lease.expires_at < now()
+                    )
+                )
+            )
+        total = 0
+        for name in names:
+            with self.study_lock(name):
+                total += self._reap(name)
+        return total
+
+    def _reap(self, name: str) -> int:
+        """Fail the trials of expired leases of a study (caller holds its lock) and re-enqueue
+        their parameters within the retry budget. Returns how many leases expired."""
+        with self.sessions() as session:
+            expired = list(
+                session.scalars(
+                    select(Lease).where(
+                        Lease.study_name == name,
+                        Lease.state == "active",
+                        Lease.expires_at < now(),
+                    )
+                )
+            )
+            for lease in expired:
+                session.expunge(lease)
+        if not expired:
+            return 0
+        spec, _ = self._spec(name)
         for lease in expired:
-            rec = session.get(StudyRecord, lease.study_name)
-            lease.state = "expired"
             trial = self.storage.get_trial(lease.trial_id)
             if trial.state == TrialState.RUNNING:
                 self.storage.set_trial_user_attr(lease.trial_id, "isotune_fail", "lease expired")
                 self.storage.set_trial_state_values(lease.trial_id, TrialState.FAIL)
-                spec = StudyCreate.model_validate(rec.spec) if rec else None
-                if spec is not None and lease.attempt <= spec.retries:
-                    study = optuna.load_study(study_name=lease.study_name, storage=self.storage)
-                    study.enqueue_trial(
-                        trial.params,
-                        user_attrs={ATTEMPT_ATTR: lease.attempt + 1},
-                        skip_if_exists=False,
-                    )
+                if lease.attempt <= spec.retries:
+                    self._enqueue(name, trial.params, lease.attempt + 1)
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Lease)
+                .where(Lease.trial_id.in_([x.trial_id for x in expired]))
+                .values(state="expired")
+            )
         return len(expired)
 
+    def _enqueue(self, name: str, params: dict[str, Any], attempt: int) -> None:
+        study = optuna.load_study(study_name=name, storage=self.storage)
+        study.enqueue_trial(params, user_attrs={ATTEMPT_ATTR: attempt}, skip_if_exists=False)
+
     def claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
-        lock = None
-        try:
+        spec, rec = self._spec(name)
+        if rec.state != "active":
+            return ClaimResponse(status="done")
+        with self.study_lock(name):
+            self._reap(name)
             with self.sessions.begin() as session:
-                rec = self._record(session, name)
-                if rec.state != "active":
-                    return ClaimResponse(status="done")
-                lock = self._lock(session, name)
                 worker = session.get(WorkerRecord, worker_id)
                 if worker is None:
                     session.add(
@@ -256,8 +314,6 @@ class Service:
                     )
                 else:
                     worker.capabilities, worker.last_seen = capabilities, now()
-                self.reap(session, name)
-                spec = StudyCreate.model_validate(rec.spec)
                 mine = session.scalars(
                     select(Lease).where(
                         Lease.study_name == name,
@@ -265,39 +321,37 @@ class Service:
                         Lease.state == "active",
                     )
                 ).first()
-                if mine is not None:  # a restarted worker gets its trial back
-                    return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, mine))
-                trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
-                waiting = any(t.state == TrialState.WAITING for t in trials)
-                fresh = sum(1 for t in trials if t.user_attrs.get(ATTEMPT_ATTR, 1) == 1)
-                if not waiting and fresh >= spec.budget:
-                    running = any(t.state == TrialState.RUNNING for t in trials)
-                    return ClaimResponse(status="wait" if running else "done")
-                study = self._study(rec)
-                dists = {k: to_distribution(d) for k, d in spec.space.items()}
-                trial = study.ask(dists)
-                frozen = self.storage.get_trial(trial._trial_id)
-                attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
-                if ATTEMPT_ATTR not in frozen.user_attrs:
-                    trial.set_user_attr(ATTEMPT_ATTR, 1)
-                trial.set_user_attr("isotune_worker", worker_id)
-                t0 = now()
-                lease = Lease(
-                    trial_id=trial._trial_id,
-                    study_name=name,
-                    trial_number=trial.number,
-                    worker_id=worker_id,
-                    claimed_at=t0,
-                    expires_at=t0 + timedelta(seconds=spec.lease_seconds),
-                    attempt=attempt,
-                    state="active",
-                )
+                if mine is not None:
+                    session.expunge(mine)
+            if mine is not None:  # a restarted worker gets its trial back
+                return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, mine))
+            trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            fresh = sum(1 for t in trials if t.user_attrs.get(ATTEMPT_ATTR, 1) == 1)
+            if not waiting and fresh >= spec.budget:
+                running = any(t.state == TrialState.RUNNING for t in trials)
+                return ClaimResponse(status="wait" if running else "done")
+            study = self._study(rec, spec)
+            trial = study.ask({k: to_distribution(d) for k, d in spec.space.items()})
+            frozen = self.storage.get_trial(trial._trial_id)
+            attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
+            if ATTEMPT_ATTR not in frozen.user_attrs:
+                trial.set_user_attr(ATTEMPT_ATTR, 1)
+            trial.set_user_attr("isotune_worker", worker_id)
+            t0 = now()
+            lease = Lease(
+                trial_id=trial._trial_id,
+                study_name=name,
+                trial_number=trial.number,
+                worker_id=worker_id,
+                claimed_at=t0,
+                expires_at=t0 + timedelta(seconds=spec.lease_seconds),
+                attempt=attempt,
+                state="active",
+            )
+            with self.sessions.begin() as session:
                 session.add(lease)
-                session.flush()
-                return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, lease))
-        finally:
-            if lock is not None:
-                lock.release()
+            return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, lease))
 
     def _assignment(self, rec: StudyRecord, spec: StudyCreate, lease: Lease) -> TrialAssignment:
         trial = self.storage.get_trial(lease.trial_id)
@@ -315,8 +369,12 @@ class Service:
             lease_seconds=spec.lease_seconds,
         )
 
-    def _active_lease(self, session: Session, trial_id: int, worker_id: str) -> Lease:
-        lease = session.get(Lease, trial_id)
+    def _lease(self, trial_id: int, worker_id: str) -> Lease:
+        """The lease of a trial held by ``worker_id`` (detached), whatever its state."""
+        with self.sessions() as session:
+            lease = session.get(Lease, trial_id)
+            if lease is not None:
+                session.expunge(lease)
         if lease is None:
             try:
                 self.storage.get_trial(trial_id)
@@ -327,31 +385,38 @@ class Service:
             raise Conflict("worker_id", worker_id, f"trial {trial_id} is leased to another worker")
         return lease
 
-    def heartbeat(self, trial_id: int, worker_id: str) -> dict[str, Any]:
+    def _extend(self, trial_id: int, seconds: float) -> datetime:
+        until = now() + timedelta(seconds=seconds)
         with self.sessions.begin() as session:
-            lease = self._active_lease(session, trial_id, worker_id)
-            if lease.state != "active":
-                raise Conflict("trial", trial_id, f"lease is {lease.state}")
-            rec = self._record(session, lease.study_name)
-            spec = StudyCreate.model_validate(rec.spec)
-            lease.expires_at = now() + timedelta(seconds=spec.lease_seconds)
-            return {"lease_expires": _aware(lease.expires_at).isoformat()}
+            session.execute(
+                update(Lease)
+                .where(Lease.trial_id == trial_id, Lease.state == "active")
+                .values(expires_at=until)
+            )
+        return until
+
+    def heartbeat(self, trial_id: int, worker_id: str) -> dict[str, Any]:
+        lease = self._lease(trial_id, worker_id)
+        if lease.state != "active":
+            raise Conflict("trial", trial_id, f"lease is {lease.state}")
+        spec, _ = self._spec(lease.study_name)
+        with self.study_lock(lease.study_name):
+            until = self._extend(trial_id, spec.lease_seconds)
+        return {"lease_expires": until.isoformat()}
 
     def report(self, trial_id: int, worker_id: str, points: list[tuple[int, float]]) -> dict:
-        with self.sessions.begin() as session:
-            lease = self._active_lease(session, trial_id, worker_id)
+        lease = self._lease(trial_id, worker_id)
+        spec, rec = self._spec(lease.study_name)
+        with self.study_lock(lease.study_name):
             trial = self.storage.get_trial(trial_id)
             if lease.state != "active" or trial.state != TrialState.RUNNING:
                 return {"prune": True, "state": trial.state.name}  # nothing left to train for
             for step, value in points:
                 self.storage.set_trial_intermediate_value(trial_id, step, value)
-            rec = self._record(session, lease.study_name)
-            study = self._study(rec)
+            study = self._study(rec, spec)
             frozen = self.storage.get_trial(trial_id)
             prune = bool(study.pruner.prune(study, frozen))
-            lease.expires_at = now() + timedelta(
-                seconds=StudyCreate.model_validate(rec.spec).lease_seconds
-            )
+            self._extend(trial_id, spec.lease_seconds)
             return {"prune": prune, "state": frozen.state.name}
 
     def finish(
@@ -364,10 +429,14 @@ class Service:
         retry: bool = False,
     ) -> dict[str, Any]:
         """Complete, prune or fail a trial; repeating the call answers the recorded state."""
-        with self.sessions.begin() as session:
-            lease = self._active_lease(session, trial_id, worker_id)
+        lease = self._lease(trial_id, worker_id)
+        spec, _ = self._spec(lease.study_name)
+        with self.study_lock(lease.study_name):
+            with self.sessions() as session:
+                current = session.get(Lease, trial_id)
+                lease_state = current.state if current is not None else "finished"
             trial = self.storage.get_trial(trial_id)
-            if trial.state in FINISHED or lease.state != "active":
+            if trial.state in FINISHED or lease_state != "active":
                 return _trial_dict(trial)
             if reason:
                 self.storage.set_trial_user_attr(trial_id, "isotune_fail", reason)
@@ -376,13 +445,14 @@ class Service:
                 last = max(trial.intermediate_values)
                 values = [trial.intermediate_values[last]]
             self.storage.set_trial_state_values(trial_id, state, values)
-            lease.state = "finished" if not retry else "released"
-            if retry and state == TrialState.FAIL:
-                rec = self._record(session, lease.study_name)
-                spec = StudyCreate.model_validate(rec.spec)
-                if lease.attempt <= spec.retries:
-                    study = optuna.load_study(study_name=rec.name, storage=self.storage)
-                    study.enqueue_trial(trial.params, user_attrs={ATTEMPT_ATTR: lease.attempt + 1})
+            if retry and state == TrialState.FAIL and lease.attempt <= spec.retries:
+                self._enqueue(lease.study_name, trial.params, lease.attempt + 1)
+            with self.sessions.begin() as session:
+                session.execute(
+                    update(Lease)
+                    .where(Lease.trial_id == trial_id)
+                    .values(state="released" if retry else "finished")
+                )
             return _trial_dict(self.storage.get_trial(trial_id))
 
 

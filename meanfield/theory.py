@@ -112,18 +112,19 @@ def _solve_cross(th: CellTheory, single: State, tol: float):
     conv = np.ones(n, bool)
     residual = np.zeros(n)
     cross = {k: np.array(v, float, copy=True) for k, v in ident.items()}
-    if th.inputs.regime == "shared":
+    # Shared inputs, or inputs with no variance left to decorrelate the examples (R_ab = R, e.g.
+    # R = 0 in either regime): C = 1 is a fixed point, the answer where it is stable.
+    shared = th.R_ab >= th.R * (1.0 - 1e-12)
+    chi[:] = np.nan
+    if shared.any():
         # The step is small enough for pair expectations to stay on their ρ → 1 (Price) branch,
         # which is linear in the covariance: the one-sided difference is then exact.
         jac = jacobian(
             lambda s: th.step_cross({**single, **s}), ident, th.cross_keys, one_sided=True, rel=1e-7
         )
-        chi[:] = spectral_radius(jac)
-        todo = np.flatnonzero(~(chi < 1.0))
-        x0 = 0.5 * q[todo]
-    else:
-        todo = np.arange(n)
-        x0 = np.zeros(n)
+        chi[shared] = spectral_radius(jac)[shared]
+    todo = np.flatnonzero(~(shared & (chi < 1.0)))
+    x0 = np.where(shared[todo], 0.5 * q[todo], 0.0)
     if todo.size == 0:
         return cross, chi, conv, residual
     sub = th if todo.size == n else th.subset(todo)

@@ -28,7 +28,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
-from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.models import Lease, StudyRecord, WorkerRecord
@@ -119,7 +119,10 @@ class Service:
         lock_engine: Engine | None = None,
     ) -> None:
         self.sessions = sessions
-        self.storage = storage
+        # One caching wrapper for the process: Optuna wraps an RDBStorage anew for every Study
+        # object, and a new wrapper reads every trial once (claims would be O(trials)). Finished
+        # trials are immutable, unfinished ones are re-read: safe across server processes.
+        self.storage = optuna.storages.get_storage(storage)
         self.sqlite = sqlite
         # Waiting for a study lock holds a connection: they come from their own pool, so that
         # waiters can never starve the lock holder of the connections it works with.
@@ -156,11 +159,13 @@ class Service:
             session.expunge(rec)
         return StudyCreate.model_validate(rec.spec), rec
 
-    def _study(self, rec: StudyRecord, spec: StudyCreate) -> optuna.Study:
+    def _study(self, rec: StudyRecord, spec: StudyCreate, n_done: int = 0) -> optuna.Study:
+        """The Optuna study with the spec's sampler (seeded by ``n_done``, so that a seeded
+        study's successive proposals differ although every request builds a new sampler)."""
         return optuna.load_study(
             study_name=rec.name,
             storage=self.storage,
-            sampler=make_sampler(spec, len(self.storage.get_all_trials(rec.optuna_study_id))),
+            sampler=make_sampler(spec, n_done),
             pruner=make_pruner(spec),
         )
 
@@ -325,13 +330,22 @@ class Service:
                     session.expunge(mine)
             if mine is not None:  # a restarted worker gets its trial back
                 return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, mine))
-            trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            fresh = sum(1 for t in trials if t.user_attrs.get(ATTEMPT_ATTR, 1) == 1)
+            # O(1) in the study's size: waiting trials are filtered in SQL, parameter sets counted
+            # on isotune's own (indexed) lease table
+            sid = rec.optuna_study_id
+            waiting = self.storage.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,))
+            with self.sessions() as session:
+                fresh = session.scalar(
+                    select(func.count())
+                    .select_from(Lease)
+                    .where(Lease.study_name == name, Lease.attempt == 1)
+                )
             if not waiting and fresh >= spec.budget:
-                running = any(t.state == TrialState.RUNNING for t in trials)
+                running = self.storage.get_all_trials(
+                    sid, deepcopy=False, states=(TrialState.RUNNING,)
+                )
                 return ClaimResponse(status="wait" if running else "done")
-            study = self._study(rec, spec)
+            study = self._study(rec, spec, fresh)
             trial = study.ask({k: to_distribution(d) for k, d in spec.space.items()})
             frozen = self.storage.get_trial(trial._trial_id)
             attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))

@@ -39,11 +39,12 @@ study_app = typer.Typer(name="study", help="Studies on a running server.", no_ar
 def db_upgrade(database_url: DbOpt = None) -> None:
     """Create or upgrade Optuna's and isotune's tables (idempotent)."""
     from service.db import database_url as resolve
+    from service.db import redact
     from service.migrate import upgrade
 
     url = resolve(database_url)
     upgrade(url)
-    typer.echo(f"database at {_safe(url)} is up to date")
+    typer.echo(f"database at {redact(url)} is up to date")
 
 
 @token_app.command("create")
@@ -85,7 +86,7 @@ def serve_cmd(
 
     from service.api import create_app
     from service.db import database_url as resolve
-    from service.db import is_sqlite
+    from service.db import is_sqlite, redact
     from service.locks import sqlite_server_lock
     from workers.train import TrainError
 
@@ -97,7 +98,7 @@ def serve_cmd(
         app = create_app(url, auth=not no_auth)
         mode = "WITHOUT authentication (local development)" if no_auth else "with bearer tokens"
         typer.echo(
-            f"isotune server on http://{host}:{port}/api/v1, database {_safe(url)}, {mode}",
+            f"isotune server on http://{host}:{port}/api/v1, database {redact(url)}, {mode}",
             err=True,
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -172,13 +173,3 @@ def study_trials(
     for t in page["trials"]:
         typer.echo(f"{t['number']:>4}  {t['state']:<8}  {t['value']}  {t['params']}")
     typer.echo(f"({len(page['trials'])} of {page['total']})")
-
-
-def _safe(url: str) -> str:
-    """The URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url

@@ -108,14 +108,13 @@ def _solve_cross(th: CellTheory, single: State, tol: float):
     q = single["q"]
     n = q.shape[0]
     ident = th.identical(single)
-    chi = np.empty(n)
+    chi = np.full(n, np.nan)
     conv = np.ones(n, bool)
     residual = np.zeros(n)
     cross = {k: np.array(v, float, copy=True) for k, v in ident.items()}
     # Shared inputs, or inputs with no variance left to decorrelate the examples (R_ab = R, e.g.
     # R = 0 in either regime): C = 1 is a fixed point, the answer where it is stable.
     shared = th.R_ab >= th.R * (1.0 - 1e-12)
-    chi[:] = np.nan
     if shared.any():
         # The step is small enough for pair expectations to stay on their ρ → 1 (Price) branch,
         # which is linear in the covariance: the one-sided difference is then exact.

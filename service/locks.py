@@ -9,13 +9,9 @@ from typing import IO
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["ServerLockError", "sqlite_server_lock"]
+from service.db import DatabaseError, redact
 
-
-class ServerLockError(ValueError):
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        self.field, self.value, self.reason = field, value, reason
-        super().__init__(f"{field}={value}: {reason}")
+__all__ = ["sqlite_server_lock"]
 
 
 def sqlite_server_lock(url: str) -> IO[str] | None:
@@ -30,9 +26,9 @@ def sqlite_server_lock(url: str) -> IO[str] | None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ServerLockError(
+        raise DatabaseError(
             "database_url",
-            url,
+            redact(url),
             "another isotune server is using this SQLite database; SQLite allows one server "
             "process (use PostgreSQL for several)",
         ) from None

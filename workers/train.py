@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -161,18 +161,13 @@ def train(
     task = make_task(cfg.task, cfg.T, seed=cfg.seed, **dict(cfg.task_options))
     spec = task.spec
     inputs = Inputs(R=spec.R, regime=spec.regime, R_ab=spec.R_ab)
-    init: str | Mapping[str, float] = cfg.init
-    if isinstance(init, str) and init == "critical":
-        init_arg: Any = "critical"
-    else:
-        init_arg = init
     model, init_cfg = build_model(
         cfg.cell,
         spec.input_size,
         cfg.hidden,
         spec.n_outputs,
         output_steps=spec.output_steps,
-        init=init_arg,
+        init=cfg.init,
         T=spec.T,
         inputs=inputs,
         weights=cfg.weights,
@@ -244,7 +239,7 @@ def train(
         "steps": last["step"],
     }
     return TrainResult(
-        config=replace(cfg).to_dict(),
+        config=cfg.to_dict(),
         task=_spec_dict(spec),
         device=str(device),
         init_params=init_params,

@@ -6,7 +6,9 @@ A lifecycle is claim (ask) + 3 intermediate reports + complete (tell). For SQLit
 1. raw Optuna ``ask`` / ``report`` / ``tell`` on an RDBStorage, one client;
 2. the same through a real ``isotune serve`` process (uvicorn) and the Python client, one client
    (target: REST ≤ 2× raw per lifecycle);
-3. 8 concurrent clients through REST (target on PostgreSQL: ≥ 50 lifecycles/s);
+3. 8 concurrent clients through REST (target on PostgreSQL: ≥ 50 lifecycles/s), with one server
+   process and, on PostgreSQL, with ``--workers 2``; beside it raw Optuna from 8 threads, and the
+   CPU seconds each process group spent per lifecycle (server, PostgreSQL, clients);
 4. claim latency with 100 and with 10,000 trials already in the study (target: ≤ 2×).
 
 Random sampling throughout, so that the numbers measure the service, not a sampler's cost.
@@ -60,13 +62,13 @@ def spec(name: str, budget: int) -> dict:
 
 
 @contextmanager
-def serve(url: str):
+def serve(url: str, workers: int = 1):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--database-url", url,
-         "--no-auth"],
+         "--no-auth", "--workers", str(workers)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -81,7 +83,7 @@ def serve(url: str):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.2)
-        yield base
+        yield base, proc.pid
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -117,46 +119,119 @@ def rest_lifecycle(c: Client, study: str, worker: str) -> float:
     return time.perf_counter() - t0
 
 
-def measure(url: str, n: int) -> dict:
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU of the processes ``pids`` and all their descendants (Linux /proc)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, grew = set(pids), True
+    while grew:
+        more = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> set[int]:
+    """The postgres postmaster(s) started by this benchmark (their backends are children)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"/postgres") and str(os.getpid()) != entry:
+                out.add(int(entry))
+    return out
+
+
+def concurrent(base: str, study: str, clients: int, per: int, server_pid: int) -> dict:
+    """``clients`` threads, each running ``per`` lifecycles; throughput and CPU per lifecycle."""
+    with Client(base) as c:
+        c.create_study(spec(study, clients * per + 5))
+    done = []
+
+    def work(i: int) -> None:
+        with Client(base) as c:
+            for k in range(per):
+                rest_lifecycle(c, study, f"{study}-w{i}-{k}")
+                done.append(1)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    pg = postgres_pids()
+    cpu0 = cpu_seconds({server_pid}), cpu_seconds(pg), time.process_time()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    cpu1 = cpu_seconds({server_pid}), cpu_seconds(pg), time.process_time()
+    n = len(done)
+    ms = [1e3 * (b - a) / n for a, b in zip(cpu0, cpu1, strict=True)]
+    return {"per_s": n / wall, "cpu_ms": {"server": ms[0], "postgresql": ms[1], "clients": ms[2]}}
+
+
+def raw_concurrent(url: str, clients: int, per: int) -> float:
+    """Raw Optuna ask/report/tell from ``clients`` threads of one process: lifecycles/s."""
+    storage = optuna_storage(url)
+    optuna.create_study(study_name="raw8", storage=storage)
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    done = []
+
+    def work() -> None:
+        study = optuna.load_study(
+            study_name="raw8", storage=storage, sampler=optuna.samplers.RandomSampler()
+        )
+        for _ in range(per):
+            trial = study.ask(dist)
+            for step in range(3):
+                trial.report(0.1 * step, step)
+            study.tell(trial, 0.5)
+            done.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(done) / (time.perf_counter() - t0)
+
+
+def measure(url: str, n: int, postgresql: bool) -> dict:
     upgrade(url)
     raw = raw_lifecycles(url, n)
     out: dict = {"raw_ms": 1e3 * statistics.median(raw)}
-    with serve(url) as base:
+    per = max(4, n // 4)
+    out["raw8_per_s"] = raw_concurrent(url, 8, per)
+    with serve(url) as (base, pid):
         with Client(base) as c:
             c.create_study(spec("one", n + 5))
             rest = [rest_lifecycle(c, "one", "w") for _ in range(n)]
         out["rest_ms"] = 1e3 * statistics.median(rest)
         out["ratio"] = out["rest_ms"] / out["raw_ms"]
-        # 8 concurrent clients
-        per = max(4, n // 4)
-        with Client(base) as c:
-            c.create_study(spec("eight", 8 * per + 5))
-        done = []
-
-        def work(i: int) -> None:
-            with Client(base) as c:
-                for k in range(per):
-                    rest_lifecycle(c, "eight", f"w{i}-{k}")
-                    done.append(1)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        out["concurrent8_per_s"] = len(done) / (time.perf_counter() - t0)
+        out["concurrent8"] = concurrent(base, "eight", 8, per, pid)
         # claim latency against the study's size
         storage = optuna_storage(url)
+        dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
         for size in (100, 10_000):
             name = f"size{size}"
             with Client(base) as c:
                 c.create_study(spec(name, size + 200))
             study = optuna.load_study(study_name=name, storage=storage)
-            dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-            for _ in range(size):  # finished trials, written directly
-                trial = study.ask(dist)
-                study.tell(trial, 0.5)
+            study.add_trials(  # finished trials, written directly
+                [
+                    optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=0.5)
+                    for _ in range(size)
+                ]
+            )
             lat = []
             with Client(base) as c:
                 for k in range(30):
@@ -166,6 +241,9 @@ def measure(url: str, n: int) -> dict:
                     c.complete(t["trial_id"], f"probe{k}", 0.5)
             out[f"claim_ms_{size}"] = 1e3 * statistics.median(lat)
         out["claim_ratio"] = out["claim_ms_10000"] / out["claim_ms_100"]
+    if postgresql:  # several server processes share one PostgreSQL
+        with serve(url, workers=2) as (base, pid):
+            out["concurrent8_workers2"] = concurrent(base, "eight2", 8, per, pid)
     return out
 
 
@@ -185,12 +263,8 @@ def main() -> None:
             else:
                 cluster = stack.enter_context(postgres_cluster())
                 url = cluster.url_for(cluster.create_database())
-            results[backend] = measure(url, args.n)
-            print(
-                backend,
-                json.dumps({k: round(v, 3) for k, v in results[backend].items()}),
-                flush=True,
-            )
+            results[backend] = measure(url, args.n, backend == "postgresql")
+            print(backend, json.dumps(results[backend]), flush=True)
     report = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "n": args.n,
               "results": results}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,19 +273,39 @@ def main() -> None:
         "# Service throughput",
         "",
         f"Written by `python benchmarks/service_throughput.py` on {report['machine']}. A",
-        "lifecycle is claim + 3 reports + complete; medians over "
-        f"{args.n} lifecycles; random sampler.",
+        "lifecycle is claim + 3 reports + complete; single-client figures are medians over "
+        f"{args.n} lifecycles; random sampler. Server, PostgreSQL and clients share the machine.",
         "",
-        "| backend | raw Optuna (ms) | REST, 1 client (ms) | ratio (≤ 2) | 8 clients "
-        "(lifecycles/s) | claim at 100 trials (ms) | at 10,000 (ms) | ratio (≤ 2) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | raw Optuna (ms) | REST, 1 client (ms) | ratio (≤ 2) | claim at 100 trials "
+        "(ms) | at 10,000 (ms) | ratio (≤ 2) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b, r in results.items():
         lines.append(
             f"| {b} | {r['raw_ms']:.1f} | {r['rest_ms']:.1f} | {r['ratio']:.2f} | "
-            f"{r['concurrent8_per_s']:.1f} | {r['claim_ms_100']:.1f} | {r['claim_ms_10000']:.1f} "
-            f"| {r['claim_ratio']:.2f} |"
+            f"{r['claim_ms_100']:.1f} | {r['claim_ms_10000']:.1f} | {r['claim_ratio']:.2f} |"
         )
+    lines += [
+        "",
+        "8 concurrent clients (threads of one process), lifecycles per second, and the CPU time",
+        "spent per lifecycle by each group of processes:",
+        "",
+        "| backend | setup | lifecycles/s | server CPU (ms) | PostgreSQL CPU (ms) | "
+        "client CPU (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b, r in results.items():
+        lines.append(f"| {b} | raw Optuna, 8 threads | {r['raw8_per_s']:.1f} | | | |")
+        runs = [("REST, 1 server process", r["concurrent8"])]
+        if "concurrent8_workers2" in r:
+            runs.append(("REST, `--workers 2`", r["concurrent8_workers2"]))
+        for label, c in runs:
+            cpu = c["cpu_ms"]
+            pg = f"{cpu['postgresql']:.1f}" if b == "postgresql" else "–"
+            lines.append(
+                f"| {b} | {label} | {c['per_s']:.1f} | {cpu['server']:.1f} | {pg} | "
+                f"{cpu['clients']:.1f} |"
+            )
     lines += ["", "Target for 8 clients: ≥ 50 lifecycles/s on PostgreSQL."]
     (args.out / "service_throughput.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'service_throughput.md'}")

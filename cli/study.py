@@ -58,10 +58,9 @@ def token_create(
     from service.db import database_url as resolve
     from service.db import make_engine, session_factory
     from service.migrate import upgrade
-    from workers.train import TrainError
 
     if role not in ("admin", "worker", "reader"):
-        raise TrainError("role", role, "choose admin, worker or reader")
+        raise OptionError("role", role, "choose admin, worker or reader")
     url = resolve(database_url)
     upgrade(url)
     engine = make_engine(url)
@@ -80,31 +79,61 @@ def serve_cmd(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without tokens (loopback only).")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", help="Server processes (PostgreSQL only; SQLite allows one writer)."
+        ),
+    ] = 1,
 ) -> None:
     """Run the REST API (``/api/v1``; schema at ``/openapi.json``)."""
+    import os
+
     import uvicorn
 
-    from service.api import create_app
+    from service.api import AUTH_ENV, create_app
+    from service.db import ENV_VAR, is_sqlite, redact
     from service.db import database_url as resolve
-    from service.db import is_sqlite, redact
     from service.locks import sqlite_server_lock
-    from workers.train import TrainError
+    from service.migrate import upgrade
 
     if no_auth and host not in LOOPBACK:
-        raise TrainError("host", host, "--no-auth is only allowed on a loopback address")
+        raise OptionError("host", host, "--no-auth is only allowed on a loopback address")
     url = resolve(database_url)
+    if workers < 1 or (workers > 1 and is_sqlite(url)):
+        reason = "must be at least 1" if workers < 1 else "SQLite serves one process; use 1"
+        raise OptionError("workers", workers, reason)
     lock = sqlite_server_lock(url) if is_sqlite(url) else None
     try:
-        app = create_app(url, auth=not no_auth)
         mode = "WITHOUT authentication (local development)" if no_auth else "with bearer tokens"
-        typer.echo(
-            f"isotune server on http://{host}:{port}/api/v1, database {redact(url)}, {mode}",
-            err=True,
+        where = f"http://{host}:{port}/api/v1, database {redact(url)}, {mode}"
+        if workers == 1:
+            app = create_app(url, auth=not no_auth)
+            typer.echo(f"isotune server on {where}", err=True)
+            uvicorn.run(app, host=host, port=port, log_level="warning")
+            return
+        upgrade(url)  # once, before the processes start
+        os.environ[ENV_VAR], os.environ[AUTH_ENV] = url, "0" if no_auth else "1"
+        typer.echo(f"isotune server ({workers} processes) on {where}", err=True)
+        uvicorn.run(
+            "service.api:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         if lock is not None:
             lock.close()
+
+
+class OptionError(ValueError):
+    """A command-line option with an unusable value (``error: <field>=<value>: <reason>``)."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
 
 
 def _client(server: str, token: str | None) -> Any:

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -20,10 +22,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from optuna.trial import TrialState
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ROLE_RANK, lookup_role
 from service.core import Conflict, NotFound, Service
-from service.db import is_sqlite, make_engine, optuna_storage, session_factory
+from service.db import ENV_VAR, is_sqlite, make_engine, optuna_storage, session_factory
 from service.migrate import upgrade
 from service.schemas import (
     ClaimRequest,
@@ -34,9 +37,10 @@ from service.schemas import (
     ReportRequest,
     ReportResponse,
     StudyCreate,
+    TrialOutcome,
 )
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "app_from_env", "create_app"]
 
 log = logging.getLogger("isotune.service")
 
@@ -44,6 +48,10 @@ log = logging.getLogger("isotune.service")
 MAX_BODY_BYTES = 1_000_000
 #: Seconds between two passes of the background reaper.
 REAP_INTERVAL = 5.0
+#: Environment variable that tells :func:`app_from_env` whether to check tokens ("0": no).
+AUTH_ENV = "ISOTUNE_AUTH"
+#: Seconds a token's role is remembered (and a revoked token may still work).
+TOKEN_TTL = 5.0
 
 
 def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) -> FastAPI:
@@ -52,7 +60,12 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         upgrade(database_url)
     engine = make_engine(database_url)
     sqlite = is_sqlite(database_url)
-    lock_engine = None if sqlite else make_engine(database_url, pool_size=8, max_overflow=56)
+    # advisory locks need no transaction around them: autocommit saves two round trips a lock
+    lock_engine = (
+        None
+        if sqlite
+        else make_engine(database_url, pool_size=8, max_overflow=56, isolation_level="AUTOCOMMIT")
+    )
     service = Service(
         session_factory(engine),
         optuna_storage(database_url),
@@ -89,15 +102,7 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     )
     app.state.service = service
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable) -> Any:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-            return JSONResponse(
-                {"detail": f"body: {size} bytes exceeds the limit of {MAX_BODY_BYTES}"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -112,17 +117,17 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     async def conflict(_: Request, e: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(e), "field": e.field}, status_code=409)
 
-    def role(minimum: str) -> Callable[..., None]:
-        def check(authorization: Annotated[str | None, Header()] = None) -> None:
-            if not auth:
-                return
+    roles = TokenCache(service)
+
+    def role(minimum: str) -> Callable[..., Any]:
+        # async: a dependency that is a plain function costs a trip through the thread pool
+        async def check(authorization: Annotated[str | None, Header()] = None) -> None:
             if not authorization or not authorization.startswith("Bearer "):
                 raise HTTPException(
                     401, "authorization: a bearer token is required",
                     headers={"WWW-Authenticate": "Bearer"},
                 )  # fmt: skip
-            with service.sessions() as session:
-                got = lookup_role(session, authorization.removeprefix("Bearer ").strip())
+            got = await roles.role(authorization.removeprefix("Bearer ").strip())
             if got is None:
                 raise HTTPException(
                     401, "authorization: unknown or revoked token",
@@ -133,7 +138,10 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
 
         return check
 
-    reader, worker, admin = Depends(role("reader")), Depends(role("worker")), Depends(role("admin"))
+    if auth:
+        reader, worker, admin = (Depends(role(r)) for r in ("reader", "worker", "admin"))
+    else:  # local development: no check
+        reader = worker = admin = Depends(_anyone)
     v1 = "/api/v1"
 
     @app.get(v1 + "/health")
@@ -186,17 +194,86 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         return ReportResponse(**service.report(trial_id, body.worker_id, points))
 
     @app.post(v1 + "/trials/{trial_id}/complete", dependencies=[worker])
-    def complete(trial_id: int, body: CompleteRequest) -> dict[str, Any]:
+    def complete(trial_id: int, body: CompleteRequest) -> TrialOutcome:
         state = TrialState.PRUNED if body.pruned else TrialState.COMPLETE
         return service.finish(trial_id, body.worker_id, state, body.value)
 
     @app.post(v1 + "/trials/{trial_id}/fail", dependencies=[worker])
-    def fail(trial_id: int, body: FailRequest) -> dict[str, Any]:
+    def fail(trial_id: int, body: FailRequest) -> TrialOutcome:
         return service.finish(
             trial_id, body.worker_id, TrialState.FAIL, reason=body.reason, retry=body.retry
         )
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app as each process of ``isotune serve --workers N`` builds it: the database from
+    ``ISOTUNE_DATABASE_URL``, tokens checked unless ``ISOTUNE_AUTH=0`` (the parent process has
+    migrated the database and refused ``--no-auth`` off loopback)."""
+    return create_app(os.environ[ENV_VAR], auth=os.environ.get(AUTH_ENV, "1") != "0", migrate=False)
+
+
+async def _anyone() -> None:
+    return None
+
+
+class TokenCache:
+    """Token → role lookups, each kept for :data:`TOKEN_TTL` seconds: a revoked token stops
+    working within that time, and a busy worker does not cost a database read per request."""
+
+    def __init__(self, service: Service, ttl: float = TOKEN_TTL) -> None:
+        self.service, self.ttl = service, ttl
+        self._seen: dict[str, tuple[str, float]] = {}
+
+    async def role(self, token: str) -> str | None:
+        hit = self._seen.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        got = await asyncio.to_thread(self._lookup, token)
+        if got is not None:  # unknown tokens are never cached: a new token works at once
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[token] = (got, time.monotonic() + self.ttl)
+        return got
+
+    def _lookup(self, token: str) -> str | None:
+        with self.service.sessions() as session:
+            return lookup_role(session, token)
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes: at once when its Content-Length says so,
+    else as soon as the bytes received pass the limit (chunked uploads), before it is parsed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await JSONResponse(self._detail(value.decode()), status_code=413)(
+                    scope, receive, send
+                )
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # FastAPI answers an HTTPException raised here
+                    raise HTTPException(413, self._detail(f"over {self.limit}")["detail"])
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _detail(self, size: str) -> dict[str, str]:
+        return {"detail": f"body: {size} bytes exceeds the limit of {self.limit}"}
 
 
 def _finite_json(x: Any) -> Any:

@@ -17,6 +17,7 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +33,13 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.models import Lease, StudyRecord, WorkerRecord
-from service.schemas import ClaimResponse, Distribution, StudyCreate, TrialAssignment
+from service.schemas import (
+    ClaimResponse,
+    Distribution,
+    StudyCreate,
+    TrialAssignment,
+    TrialOutcome,
+)
 
 __all__ = ["Conflict", "NotFound", "Service"]
 
@@ -100,14 +107,67 @@ def make_pruner(spec: StudyCreate) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
+class _ServiceStudy(optuna.Study):
+    """An Optuna study whose ``ask`` can skip the search for WAITING trials.
+
+    That search reads every unfinished trial of the study with all its attributes, which is most
+    of a claim's cost when many trials run at once. A claim sets ``skip_waiting`` (under the study
+    lock) when isotune's own count says nothing is waiting. Should Optuna rename the method, the
+    override goes unused and claims are slower, never wrong.
+    """
+
+    skip_waiting = False
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        return None if self.skip_waiting else super()._pop_waiting_trial_id()
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """What a server process keeps of a study between requests: all of it immutable once the
+    study exists (its state, which can change, is always read from the database)."""
+
+    name: str
+    optuna_id: int
+    spec: StudyCreate
+    distributions: dict[str, BaseDistribution]
+    study: _ServiceStudy  # its pruner prunes; claims set its sampler under the study lock
+
+
+@dataclass
+class _Held:
+    """A lease as this process last saw it: who holds it (immutable) and until when."""
+
+    study_name: str
+    worker_id: str
+    attempt: int
+    trial_number: int
+    optuna_id: int
+    expires_at: datetime
+    state: str = "active"
+
+
+#: Leases (and workers) remembered per server process (about 200 bytes each).
+MAX_HELD = 100_000
+#: How often a worker's ``last_seen`` is written at most.
+WORKER_SEEN_S = 30.0
+WORKER_SEEN = timedelta(seconds=WORKER_SEEN_S)
+
+
 class Service:
     """The service over one database: ``sessions`` for isotune's tables, ``storage`` Optuna's.
 
     Optuna writes through its own connections. On SQLite (one writer at a time) a transaction of
     ours must never be open while Optuna writes, or the two wait on each other until the busy
     timeout: every operation below reads our tables in one short session, lets Optuna write, then
-    writes our tables in another short session. The study lock keeps the three steps atomic with
-    respect to other requests for the same study.
+    writes our tables in another short session.
+
+    Which steps need the study lock: a claim (the budget check, the sampler's proposal and the
+    lease must be one step), and every path that re-enqueues a failed trial's parameters (so that
+    a claim never answers "done" between a failure and its retry). Reports, heartbeats and
+    completions do not: Optuna refuses to change a finished trial (``UpdateFinishedTrialError``,
+    under a row lock on PostgreSQL), so of a completion racing the reaper exactly one wins, and
+    the loser answers with the recorded state.
     """
 
     def __init__(
@@ -123,12 +183,17 @@ class Service:
         # object, and a new wrapper reads every trial once (claims would be O(trials)). Finished
         # trials are immutable, unfinished ones are re-read: safe across server processes.
         self.storage = optuna.storages.get_storage(storage)
+        # for state-filtered reads that the cache would answer by reading every trial once
+        self.rdb = storage
         self.sqlite = sqlite
         # Waiting for a study lock holds a connection: they come from their own pool, so that
         # waiters can never starve the lock holder of the connections it works with.
         self.lock_engine = lock_engine
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._held: dict[int, _Held] = {}
+        self._workers: dict[str, tuple[dict[str, Any], datetime]] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -139,35 +204,50 @@ class Service:
             key = zlib.crc32(name.encode()) - 2**31
             with self.lock_engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                conn.commit()
                 try:
                     yield
                 finally:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
             return
         with self._locks_guard:
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
             yield
 
-    def _spec(self, name: str) -> tuple[StudyCreate, StudyRecord]:
+    def _record(self, name: str) -> StudyRecord:
         with self.sessions() as session:
             rec = session.get(StudyRecord, name)
             if rec is None:
                 raise NotFound("study", name)
             session.expunge(rec)
+        return rec
+
+    def _spec(self, name: str) -> tuple[StudyCreate, StudyRecord]:
+        rec = self._record(name)
         return StudyCreate.model_validate(rec.spec), rec
 
-    def _study(self, rec: StudyRecord, spec: StudyCreate, n_done: int = 0) -> optuna.Study:
-        """The Optuna study with the spec's sampler (seeded by ``n_done``, so that a seeded
-        study's successive proposals differ although every request builds a new sampler)."""
-        return optuna.load_study(
-            study_name=rec.name,
-            storage=self.storage,
-            sampler=make_sampler(spec, n_done),
-            pruner=make_pruner(spec),
+    def _cached(self, name: str, optuna_id: int) -> _Cached:
+        """The cached study ``name`` whose Optuna study is ``optuna_id`` (read from the database
+        by the caller, so a study deleted and created again under the same name is never
+        mistaken for the old one)."""
+        got = self._cache.get(name)
+        if got is not None and got.optuna_id == optuna_id:
+            return got
+        spec, rec = self._spec(name)
+        got = _Cached(
+            name=name,
+            optuna_id=rec.optuna_study_id,
+            spec=spec,
+            distributions={k: to_distribution(d) for k, d in spec.space.items()},
+            study=_ServiceStudy(
+                study_name=name,
+                storage=self.storage,
+                sampler=make_sampler(spec),
+                pruner=make_pruner(spec),
+            ),
         )
+        self._cache[name] = got
+        return got
 
     # -- studies ----------------------------------------------------------------------------------
     def create_study(self, spec: StudyCreate) -> dict[str, Any]:
@@ -233,14 +313,17 @@ class Service:
 
     def delete_study(self, name: str) -> None:
         with self.study_lock(name):
-            self._spec(name)
+            self._record(name)
             optuna.delete_study(study_name=name, storage=self.storage)
             with self.sessions.begin() as session:
                 session.execute(delete(Lease).where(Lease.study_name == name))
                 session.execute(delete(StudyRecord).where(StudyRecord.name == name))
+            self._cache.pop(name, None)
+            for trial_id in [k for k, v in self._held.items() if v.study_name == name]:
+                self._held.pop(trial_id, None)
 
     def list_trials(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        _, rec = self._spec(name)
+        rec = self._record(name)
         trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
         page = trials[offset : offset + limit]
         return {"total": len(trials), "offset": offset, "trials": [_trial_dict(t) for t in page]}
@@ -253,7 +336,9 @@ class Service:
 
     # -- leases -----------------------------------------------------------------------------------
     def reap_all(self) -> int:
-        """One pass of the reaper over every study with expired leases."""
+        """One pass of the reaper: every study with expired leases, and every RUNNING trial of
+        an active study that no lease covers (a claim cut off between Optuna's ask and its
+        lease, e.g. by a database restart). Returns how many trials it failed."""
         with self.sessions() as session:
             names = set(
                 session.scalars(
@@ -262,11 +347,45 @@ class Service:
                     )
                 )
             )
+            active = list(
+                session.execute(
+                    select(StudyRecord.name, StudyRecord.optuna_study_id).where(
+                        StudyRecord.state == "active"
+                    )
+                )
+            )
         total = 0
         for name in names:
             with self.study_lock(name):
                 total += self._reap(name)
+        for name, optuna_id in active:
+            total += self._reap_orphans(name, optuna_id)
         return total
+
+    def _reap_orphans(self, name: str, optuna_id: int) -> int:
+        info = self._cached(name, optuna_id)
+        # Optuna stamps datetime_start in naive local time
+        cutoff = datetime.now() - timedelta(seconds=info.spec.lease_seconds)
+        running = self.rdb.get_all_trials(optuna_id, deepcopy=False, states=(TrialState.RUNNING,))
+        old = [t._trial_id for t in running if t.datetime_start and t.datetime_start < cutoff]
+        if not old:
+            return 0
+        with self.study_lock(name):  # no claim is between its ask and its lease meanwhile
+            with self.sessions() as session:
+                leased = set(session.scalars(select(Lease.trial_id).where(Lease.trial_id.in_(old))))
+            failed = 0
+            for trial_id in old:
+                if trial_id in leased:
+                    continue
+                try:
+                    self.storage.set_trial_user_attr(
+                        trial_id, "isotune_fail", "claimed but never handed out"
+                    )
+                    self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                    failed += 1
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass
+        return failed
 
     def _reap(self, name: str) -> int:
         """Fail the trials of expired leases of a study (caller holds its lock) and re-enqueue
@@ -288,69 +407,97 @@ class Service:
         spec, _ = self._spec(name)
         for lease in expired:
             trial = self.storage.get_trial(lease.trial_id)
-            if trial.state == TrialState.RUNNING:
+            if trial.state != TrialState.RUNNING:
+                continue
+            try:
                 self.storage.set_trial_user_attr(lease.trial_id, "isotune_fail", "lease expired")
                 self.storage.set_trial_state_values(lease.trial_id, TrialState.FAIL)
-                if lease.attempt <= spec.retries:
-                    self._enqueue(name, trial.params, lease.attempt + 1)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # its worker finished it a moment ago
+            if lease.attempt <= spec.retries:
+                self._enqueue(name, trial.params, lease.attempt + 1)
         with self.sessions.begin() as session:
             session.execute(
                 update(Lease)
-                .where(Lease.trial_id.in_([x.trial_id for x in expired]))
+                .where(Lease.trial_id.in_([x.trial_id for x in expired]), Lease.state == "active")
                 .values(state="expired")
             )
         return len(expired)
 
     def _enqueue(self, name: str, params: dict[str, Any], attempt: int) -> None:
+        """Re-enqueue ``params`` (caller holds the study lock). The count goes up first: should
+        the enqueue fail, claims only look for a WAITING trial that is not there."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(StudyRecord)
+                .where(StudyRecord.name == name)
+                .values(waiting=StudyRecord.waiting + 1)
+            )
         study = optuna.load_study(study_name=name, storage=self.storage)
         study.enqueue_trial(params, user_attrs={ATTEMPT_ATTR: attempt}, skip_if_exists=False)
 
     def claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
-        spec, rec = self._spec(name)
-        if rec.state != "active":
-            return ClaimResponse(status="done")
         with self.study_lock(name):
-            self._reap(name)
-            with self.sessions.begin() as session:
-                worker = session.get(WorkerRecord, worker_id)
-                if worker is None:
-                    session.add(
-                        WorkerRecord(id=worker_id, capabilities=capabilities, last_seen=now())
-                    )
-                else:
-                    worker.capabilities, worker.last_seen = capabilities, now()
-                mine = session.scalars(
-                    select(Lease).where(
-                        Lease.study_name == name,
-                        Lease.worker_id == worker_id,
-                        Lease.state == "active",
-                    )
-                ).first()
-                if mine is not None:
-                    session.expunge(mine)
-            if mine is not None:  # a restarted worker gets its trial back
-                return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, mine))
-            # O(1) in the study's size: waiting trials are filtered in SQL, parameter sets counted
-            # on isotune's own (indexed) lease table
-            sid = rec.optuna_study_id
-            waiting = self.storage.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,))
+            t0 = now()
+            # one round trip: the study's state, whether leases have expired, this worker's
+            # active lease, and how many fresh parameter sets were handed out (indexed lookups)
+            leases = select(Lease).where(Lease.study_name == name)
+            row = None
             with self.sessions() as session:
-                fresh = session.scalar(
-                    select(func.count())
-                    .select_from(Lease)
-                    .where(Lease.study_name == name, Lease.attempt == 1)
+                row = session.execute(
+                    select(
+                        StudyRecord.state,
+                        StudyRecord.optuna_study_id,
+                        StudyRecord.waiting,
+                        leases.where(Lease.state == "active", Lease.expires_at < t0)
+                        .with_only_columns(Lease.trial_id)
+                        .limit(1)
+                        .scalar_subquery(),
+                        leases.where(Lease.worker_id == worker_id, Lease.state == "active")
+                        .with_only_columns(Lease.trial_id)
+                        .limit(1)
+                        .scalar_subquery(),
+                        leases.where(Lease.attempt == 1)
+                        .with_only_columns(func.count())
+                        .scalar_subquery(),
+                    ).where(StudyRecord.name == name)
+                ).first()
+            if row is None:
+                raise NotFound("study", name)
+            state, optuna_id, waiting, expired, mine, fresh = row
+            if state != "active":
+                return ClaimResponse(status="done")
+            info = self._cached(name, optuna_id)
+            if expired is not None:
+                self._reap(name)
+                with self.sessions() as session:
+                    mine = session.scalar(
+                        leases.where(Lease.worker_id == worker_id, Lease.state == "active")
+                        .with_only_columns(Lease.trial_id)
+                        .limit(1)
+                    )
+            if mine is not None:  # a restarted worker gets its trial back
+                with self.sessions.begin() as session:
+                    self._saw_worker(session, worker_id, capabilities, t0)
+                    lease = session.get(Lease, mine)
+                    session.expunge(lease)
+                trial = self.storage.get_trial(mine)
+                return ClaimResponse(
+                    status="assigned", trial=self._assignment(info, lease, trial.params)
                 )
-            if not waiting and fresh >= spec.budget:
-                running = self.storage.get_all_trials(
-                    sid, deepcopy=False, states=(TrialState.RUNNING,)
-                )
-                return ClaimResponse(status="wait" if running else "done")
-            study = self._study(rec, spec, fresh)
-            trial = study.ask({k: to_distribution(d) for k, d in spec.space.items()})
-            frozen = self.storage.get_trial(trial._trial_id)
-            attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
-            if ATTEMPT_ATTR not in frozen.user_attrs:
-                trial.set_user_attr(ATTEMPT_ATTR, 1)
+            if fresh >= info.spec.budget:  # only re-enqueued parameters are left to try
+                sid = info.optuna_id
+                if not self.rdb.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,)):
+                    running = self.rdb.get_all_trials(
+                        sid, deepcopy=False, states=(TrialState.RUNNING,)
+                    )
+                    return ClaimResponse(status="wait" if running else "done")
+                waiting = max(waiting, 1)
+            info.study.sampler = make_sampler(info.spec, fresh)
+            info.study.skip_waiting = waiting <= 0
+            trial = info.study.ask(info.distributions)
+            retried = ATTEMPT_ATTR in trial.user_attrs  # a re-enqueued trial carries its attempt
+            attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
             trial.set_user_attr("isotune_worker", worker_id)
             t0 = now()
             lease = Lease(
@@ -359,45 +506,121 @@ class Service:
                 trial_number=trial.number,
                 worker_id=worker_id,
                 claimed_at=t0,
-                expires_at=t0 + timedelta(seconds=spec.lease_seconds),
+                expires_at=t0 + timedelta(seconds=info.spec.lease_seconds),
                 attempt=attempt,
                 state="active",
             )
             with self.sessions.begin() as session:
+                self._saw_worker(session, worker_id, capabilities, t0)
                 session.add(lease)
-            return ClaimResponse(status="assigned", trial=self._assignment(rec, spec, lease))
+                if retried:
+                    session.execute(
+                        update(StudyRecord)
+                        .where(StudyRecord.name == name, StudyRecord.waiting > 0)
+                        .values(waiting=StudyRecord.waiting - 1)
+                    )
+            self._remember(
+                lease.trial_id,
+                _Held(
+                    study_name=name,
+                    worker_id=worker_id,
+                    attempt=attempt,
+                    trial_number=lease.trial_number,
+                    optuna_id=info.optuna_id,
+                    expires_at=lease.expires_at,
+                ),
+            )
+            return ClaimResponse(
+                status="assigned", trial=self._assignment(info, lease, trial.params)
+            )
 
-    def _assignment(self, rec: StudyRecord, spec: StudyCreate, lease: Lease) -> TrialAssignment:
-        trial = self.storage.get_trial(lease.trial_id)
+    def _saw_worker(
+        self, session: Session, worker_id: str, capabilities: dict[str, Any], at: datetime
+    ) -> None:
+        """Record a worker's capabilities and when it was last seen: at most every
+        :data:`WORKER_SEEN_S` seconds per worker and process, unless its capabilities changed."""
+        last = self._workers.get(worker_id)
+        if last is not None and last[0] == capabilities and at - last[1] < WORKER_SEEN:
+            return
+        if len(self._workers) >= MAX_HELD:
+            self._workers.clear()
+        self._workers[worker_id] = (capabilities, at)
+        seen = session.execute(
+            update(WorkerRecord)
+            .where(WorkerRecord.id == worker_id)
+            .values(capabilities=capabilities, last_seen=at)
+        )
+        if not seen.rowcount:  # type: ignore[attr-defined]
+            session.add(WorkerRecord(id=worker_id, capabilities=capabilities, last_seen=at))
+
+    @staticmethod
+    def _assignment(info: _Cached, lease: Lease, params: dict[str, Any]) -> TrialAssignment:
         return TrialAssignment(
-            study=rec.name,
+            study=info.name,
             trial_id=lease.trial_id,
             number=lease.trial_number,
-            params=trial.params,
-            task=spec.task.model_dump(mode="json"),
-            cell=spec.cell,
-            training=dict(spec.training),
-            direction=spec.direction,
+            params=params,
+            task=info.spec.task.model_dump(mode="json"),
+            cell=info.spec.cell,
+            training=dict(info.spec.training),
+            direction=info.spec.direction,
             attempt=lease.attempt,
             lease_expires=_aware(lease.expires_at).isoformat(),
-            lease_seconds=spec.lease_seconds,
+            lease_seconds=info.spec.lease_seconds,
         )
 
-    def _lease(self, trial_id: int, worker_id: str) -> Lease:
-        """The lease of a trial held by ``worker_id`` (detached), whatever its state."""
-        with self.sessions() as session:
-            lease = session.get(Lease, trial_id)
-            if lease is not None:
-                session.expunge(lease)
-        if lease is None:
-            try:
-                self.storage.get_trial(trial_id)
-            except KeyError:
-                raise NotFound("trial", trial_id) from None
-            raise Conflict("trial", trial_id, "was not handed out by this service")
-        if lease.worker_id != worker_id:
-            raise Conflict("worker_id", worker_id, f"trial {trial_id} is leased to another worker")
-        return lease
+    def _lease(
+        self, trial_id: int, worker_id: str, *, fresh: bool = False
+    ) -> tuple[_Held, _Cached]:
+        """The lease of a trial held by ``worker_id`` and its study.
+
+        Who holds a trial never changes (a retry is a new trial), so a lease seen once is
+        remembered and later requests of its worker cost no round trip. Whether it is still
+        active is not remembered: Optuna refuses to change a finished trial, and a lease stops
+        being active only after its trial finished. ``fresh`` reads the lease's state anyway.
+        """
+        held = self._held.get(trial_id)
+        if fresh or held is None or held.worker_id != worker_id:
+            with self.sessions() as session:
+                row = session.execute(
+                    select(
+                        Lease.study_name,
+                        Lease.worker_id,
+                        Lease.state,
+                        Lease.attempt,
+                        Lease.expires_at,
+                        Lease.trial_number,
+                        StudyRecord.optuna_study_id,
+                    )
+                    .join(StudyRecord, StudyRecord.name == Lease.study_name)
+                    .where(Lease.trial_id == trial_id)
+                ).first()
+            if row is None:
+                try:
+                    self.storage.get_trial(trial_id)
+                except KeyError:
+                    raise NotFound("trial", trial_id) from None
+                raise Conflict("trial", trial_id, "was not handed out by this service")
+            if row.worker_id != worker_id:
+                raise Conflict(
+                    "worker_id", worker_id, f"trial {trial_id} is leased to another worker"
+                )
+            held = _Held(
+                study_name=row.study_name,
+                worker_id=row.worker_id,
+                attempt=row.attempt,
+                trial_number=row.trial_number,
+                optuna_id=row.optuna_study_id,
+                expires_at=_aware(row.expires_at),
+                state=row.state,
+            )
+            self._remember(trial_id, held)
+        return held, self._cached(held.study_name, held.optuna_id)
+
+    def _remember(self, trial_id: int, held: _Held) -> None:
+        if len(self._held) >= MAX_HELD:
+            self._held.clear()
+        self._held[trial_id] = held
 
     def _extend(self, trial_id: int, seconds: float) -> datetime:
         until = now() + timedelta(seconds=seconds)
@@ -410,28 +633,36 @@ class Service:
         return until
 
     def heartbeat(self, trial_id: int, worker_id: str) -> dict[str, Any]:
-        lease = self._lease(trial_id, worker_id)
+        lease, info = self._lease(trial_id, worker_id, fresh=True)
         if lease.state != "active":
             raise Conflict("trial", trial_id, f"lease is {lease.state}")
-        spec, _ = self._spec(lease.study_name)
-        with self.study_lock(lease.study_name):
-            until = self._extend(trial_id, spec.lease_seconds)
-        return {"lease_expires": until.isoformat()}
+        lease.expires_at = self._extend(trial_id, info.spec.lease_seconds)
+        return {"lease_expires": lease.expires_at.isoformat()}
 
     def report(self, trial_id: int, worker_id: str, points: list[tuple[int, float]]) -> dict:
-        lease = self._lease(trial_id, worker_id)
-        spec, rec = self._spec(lease.study_name)
-        with self.study_lock(lease.study_name):
-            trial = self.storage.get_trial(trial_id)
-            if lease.state != "active" or trial.state != TrialState.RUNNING:
-                return {"prune": True, "state": trial.state.name}  # nothing left to train for
+        """Record intermediate values; answer whether the pruner stops the trial. A report also
+        renews the lease, at most every tenth of its length (a write per report would cost
+        more than the report)."""
+        lease, info = self._lease(trial_id, worker_id)
+        if lease.state != "active":
+            return {"prune": True, "state": self._trial(trial_id).state.name}
+        try:
             for step, value in points:
                 self.storage.set_trial_intermediate_value(trial_id, step, value)
-            study = self._study(rec, spec)
-            frozen = self.storage.get_trial(trial_id)
-            prune = bool(study.pruner.prune(study, frozen))
-            self._extend(trial_id, spec.lease_seconds)
-            return {"prune": prune, "state": frozen.state.name}
+        except optuna.exceptions.UpdateFinishedTrialError:  # reaped or finished meanwhile
+            self._held.pop(trial_id, None)
+            return {"prune": True, "state": self._trial(trial_id).state.name}
+        except KeyError:  # its study was deleted
+            self._held.pop(trial_id, None)
+            raise NotFound("trial", trial_id) from None
+        study = info.study
+        prune = False
+        if not isinstance(study.pruner, optuna.pruners.NopPruner):
+            prune = bool(study.pruner.prune(study, self._trial(trial_id)))
+        seconds = info.spec.lease_seconds
+        if lease.expires_at - now() < timedelta(seconds=0.9 * seconds):
+            lease.expires_at = self._extend(trial_id, seconds)
+        return {"prune": prune, "state": TrialState.RUNNING.name}
 
     def finish(
         self,
@@ -441,33 +672,67 @@ class Service:
         value: float | None = None,
         reason: str = "",
         retry: bool = False,
-    ) -> dict[str, Any]:
+    ) -> TrialOutcome:
         """Complete, prune or fail a trial; repeating the call answers the recorded state."""
-        lease = self._lease(trial_id, worker_id)
-        spec, _ = self._spec(lease.study_name)
-        with self.study_lock(lease.study_name):
-            with self.sessions() as session:
-                current = session.get(Lease, trial_id)
-                lease_state = current.state if current is not None else "finished"
-            trial = self.storage.get_trial(trial_id)
-            if trial.state in FINISHED or lease_state != "active":
-                return _trial_dict(trial)
-            if reason:
-                self.storage.set_trial_user_attr(trial_id, "isotune_fail", reason)
+        lease, info = self._lease(trial_id, worker_id)
+        if lease.state != "active":
+            return self._outcome(trial_id)
+        requeue = retry and state == TrialState.FAIL and lease.attempt <= info.spec.retries
+        # a retry is enqueued under the study lock, so that no claim sees the study "done"
+        # between this failure and the re-enqueued parameters
+        with self.study_lock(lease.study_name) if requeue else contextlib.nullcontext():
             values = None if value is None or state != TrialState.COMPLETE else [value]
-            if state == TrialState.PRUNED and trial.intermediate_values:
-                last = max(trial.intermediate_values)
-                values = [trial.intermediate_values[last]]
-            self.storage.set_trial_state_values(trial_id, state, values)
-            if retry and state == TrialState.FAIL and lease.attempt <= spec.retries:
-                self._enqueue(lease.study_name, trial.params, lease.attempt + 1)
+            params: dict[str, Any] = {}
+            if state == TrialState.PRUNED or requeue:  # needs the trial's values or parameters
+                trial = self._trial(trial_id)
+                if trial.state in FINISHED:
+                    return self._outcome(trial_id)
+                params = trial.params
+                if state == TrialState.PRUNED and trial.intermediate_values:
+                    values = [trial.intermediate_values[max(trial.intermediate_values)]]
+            try:
+                if reason:
+                    self.storage.set_trial_user_attr(trial_id, "isotune_fail", reason)
+                self.storage.set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:  # finished before, or reaped
+                self._held.pop(trial_id, None)
+                return self._outcome(trial_id)
+            except KeyError:  # its study was deleted
+                self._held.pop(trial_id, None)
+                raise NotFound("trial", trial_id) from None
+            self._held.pop(trial_id, None)
+            if requeue:
+                self._enqueue(lease.study_name, params, lease.attempt + 1)
             with self.sessions.begin() as session:
                 session.execute(
                     update(Lease)
-                    .where(Lease.trial_id == trial_id)
+                    .where(Lease.trial_id == trial_id, Lease.state == "active")
                     .values(state="released" if retry else "finished")
                 )
-            return _trial_dict(self.storage.get_trial(trial_id))
+        return TrialOutcome(
+            trial_id=trial_id,
+            number=lease.trial_number,
+            state=state.name,
+            value=_finite(values[0]) if values else None,
+        )
+
+    def _trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        try:
+            return self.storage.get_trial(trial_id)
+        except KeyError:
+            self._held.pop(trial_id, None)
+            raise NotFound("trial", trial_id) from None
+
+    def _outcome(self, trial_id: int) -> TrialOutcome:
+        t = self._trial(trial_id)
+        value = t.value if t.values is not None and len(t.values) == 1 else None
+        return TrialOutcome(
+            trial_id=trial_id, number=t.number, state=t.state.name, value=_finite(value)
+        )
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
 
 
 def _trial_dict(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -476,7 +741,7 @@ def _trial_dict(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "trial_id": t._trial_id,
         "number": t.number,
         "state": t.state.name,
-        "value": None if value is None or not math.isfinite(value) else value,
+        "value": _finite(value),
         "params": t.params,
         "user_attrs": t.user_attrs,
         "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},

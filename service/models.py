@@ -45,6 +45,8 @@ class StudyRecord(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | archived
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Re-enqueued parameter sets not yet claimed again (0: claims skip Optuna's WAITING scan).
+    waiting: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class WorkerRecord(Base):

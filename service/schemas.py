@@ -167,6 +167,15 @@ class ReportResponse(BaseModel):
     state: str
 
 
+class TrialOutcome(BaseModel):
+    """What a completion or failure recorded (a repeated call answers the same)."""
+
+    trial_id: int
+    number: int
+    state: str
+    value: float | None = None
+
+
 class CompleteRequest(WorkerRef):
     value: float | None = None
     pruned: bool = False

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,23 +50,32 @@ def isotune(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @contextlib.contextmanager
-def server(db_url: str, *, auth: bool = False) -> Iterator[str]:
-    """Start ``isotune serve`` on a free loopback port; yield its base URL; stop it by pid."""
+def server(
+    db_url: str, *, auth: bool = False, workers: int = 1, pids: list[int] | None = None
+) -> Iterator[str]:
+    """Start ``isotune serve`` on a free loopback port; yield its base URL; stop it by pid (which
+    goes to ``pids`` when given)."""
     port = free_port()
-    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--database-url", db_url]
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--database-url", db_url,
+            "--workers", str(workers)]  # fmt: skip
+    # the server's log goes to a file: a pipe nobody reads would block it once full
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", *args, *([] if auth else ["--no-auth"])],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {proc.stderr.read()}")
+                log.seek(0)
+                raise RuntimeError(f"server exited {proc.returncode}: {log.read()}")
             try:
                 if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
                     break
@@ -83,7 +93,7 @@ def server(db_url: str, *, auth: bool = False) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        proc.stderr.close()
+        log.close()
 
 
 def test_real_server_lifecycle_and_cli(db_url: str) -> None:
@@ -108,6 +118,47 @@ def test_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     with server(url):
         r = isotune("serve", "--port", str(free_port()), "--database-url", url, "--no-auth")
     assert r.returncode == 2 and "database_url" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_several_processes_refused_on_sqlite(tmp_path: Path) -> None:
+    r = isotune("serve", "--workers", "2", "--database-url", f"sqlite:///{tmp_path / 'x.db'}",
+                "--no-auth")  # fmt: skip
+    assert r.returncode == 2 and "workers=2" in r.stderr and "SQLite" in r.stderr
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def test_server_processes_on_postgres(pg_server) -> None:
+    """``--workers 2``: two processes answer on one port and stop with their parent."""
+    url = pg_server.url_for(pg_server.create_database())
+    pids: list[int] = []
+    with server(url, workers=2, pids=pids) as base:
+        with Client(base) as c:
+            c.create_study({**SPEC, "budget": 8})
+            ids = set()
+            for k in range(8):
+                t = c.claim("real", f"w{k}")["trial"]
+                c.report(t["trial_id"], f"w{k}", [(0, 0.5)])
+                assert c.complete(t["trial_id"], f"w{k}", 0.5)["state"] == "COMPLETE"
+                ids.add(t["trial_id"])
+            assert len(ids) == 8 and c.claim("real", "w9")["status"] == "done"
+        children = _children(pids[0])
+        assert len(children) >= 2
+    deadline = time.monotonic() + 15
+    while {p for p in children if Path(f"/proc/{p}").exists()} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not {p for p in children if Path(f"/proc/{p}").exists()}
 
 
 def test_no_auth_refused_off_loopback(tmp_path: Path) -> None:
@@ -158,3 +209,32 @@ def test_two_servers_on_one_postgres_never_share_a_trial(pg_server) -> None:
             t.join(timeout=180)
         assert not errors, errors[:3]
         assert len(got) == 48 and len(set(got)) == 48
+
+
+def test_server_survives_dropped_database_connections(pg_server) -> None:
+    """Every connection of the server is killed (as by a database restart) between requests:
+    the next requests succeed after at most a retried 5xx, and no trial is lost or left RUNNING."""
+    name = pg_server.create_database()
+    url = pg_server.url_for(name)
+    with server(url) as base, Client(base, retry_seconds=20) as c:
+        c.create_study({**SPEC, "sampler": "random", "budget": 6})
+        finished = set()
+        for k in range(6):
+            t = c.claim("real", f"w{k}")["trial"]
+            if k % 2:  # drop every connection of the server mid-trial
+                killed = (
+                    pg_server.admin()
+                    .execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
+                    .fetchone()[0]
+                )
+                assert killed >= 1
+            c.report(t["trial_id"], f"w{k}", [(0, 0.1)])
+            assert c.complete(t["trial_id"], f"w{k}", 0.5)["state"] == "COMPLETE"
+            finished.add(t["trial_id"])
+        assert len(finished) == 6
+        counts = c.study("real")["counts"]
+    assert counts["COMPLETE"] == 6 and counts["RUNNING"] == 0

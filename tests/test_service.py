@@ -6,11 +6,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.auth import create_token
+from service.models import StudyRecord
 
 SPEC = {
     "name": "s1",
@@ -108,6 +110,64 @@ def test_expired_lease_is_retried_then_given_up(client: TestClient) -> None:
     assert claim(client, "third")["status"] == "done"
     counts = client.get(V1 + "/studies/s1").json()["counts"]
     assert counts["FAIL"] == 2 and counts["RUNNING"] == 0 and counts["WAITING"] == 0
+
+
+def _waiting(client: TestClient, study: str = "s1") -> int:
+    with client.app.state.service.sessions() as session:
+        return session.get(StudyRecord, study).waiting
+
+
+def test_failed_trial_is_retried_and_the_waiting_count_follows(client: TestClient) -> None:
+    create(client, retries=1, budget=1)
+    first = claim(client, "w1")["trial"]
+    r = client.post(
+        f"{V1}/trials/{first['trial_id']}/fail",
+        json={"worker_id": "w1", "reason": "CUDA out of memory", "retry": True},
+    )
+    assert r.json()["state"] == "FAIL" and _waiting(client) == 1
+    again = claim(client, "w2")["trial"]
+    assert again["params"] == first["params"] and again["attempt"] == 2
+    assert _waiting(client) == 0
+    failed = client.get(f"{V1}/trials/{first['trial_id']}").json()
+    assert failed["user_attrs"]["isotune_fail"] == "CUDA out of memory"
+    # the retry budget (1) is spent: failing again re-enqueues nothing
+    client.post(f"{V1}/trials/{again['trial_id']}/fail", json={"worker_id": "w2", "retry": True})
+    assert _waiting(client) == 0 and claim(client, "w3")["status"] == "done"
+
+
+def test_a_waiting_trial_the_count_missed_is_still_handed_out(client: TestClient) -> None:
+    """The count only lets claims skip Optuna's WAITING scan while the budget lasts; once it is
+    spent, claims look for WAITING trials in Optuna itself."""
+    create(client, budget=1)
+    t = claim(client, "w1")["trial"]
+    client.post(f"{V1}/trials/{t['trial_id']}/complete", json={"worker_id": "w1", "value": 1})
+    storage = client.app.state.service.storage
+    study = optuna.load_study(study_name="s1", storage=storage)
+    study.enqueue_trial(t["params"])  # behind the service's back: the count stays 0
+    assert _waiting(client) == 0
+    extra = claim(client, "w2")
+    assert extra["status"] == "assigned" and extra["trial"]["params"] == t["params"]
+
+
+def test_a_running_trial_without_lease_is_reaped(client: TestClient) -> None:
+    """A claim cut off between Optuna's ask and its lease leaves a RUNNING trial nobody holds:
+    the reaper fails it once it is older than the lease."""
+    create(client, lease_seconds=0.3, budget=3)
+    service = client.app.state.service
+    held = claim(client, "w1")["trial"]
+    study = optuna.load_study(study_name="s1", storage=service.storage)
+    orphan = study.ask()  # RUNNING, no lease
+    assert service.reap_all() == 0  # too young
+    time.sleep(1.2)  # Optuna's timestamps have one-second resolution on some backends
+    service.reap_all()
+    got = client.get(f"{V1}/trials/{orphan._trial_id}").json()
+    assert got["state"] == "FAIL" and got["user_attrs"]["isotune_fail"] == (
+        "claimed but never handed out"
+    )
+    # the leased trial expired too and was failed as such, not as an orphan
+    expired = client.get(f"{V1}/trials/{held['trial_id']}").json()
+    assert expired["user_attrs"]["isotune_fail"] == "lease expired"
+    assert client.get(V1 + "/studies/s1").json()["counts"]["RUNNING"] == 0
 
 
 def test_heartbeat_keeps_the_lease(client: TestClient) -> None:

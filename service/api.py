@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ROLE_RANK, lookup_role
-from service.core import Conflict, NotFound, Service
+from service.core import Conflict, Invalid, NotFound, Service
 from service.db import ENV_VAR, is_sqlite, make_engine, optuna_storage, session_factory
 from service.migrate import upgrade
 from service.schemas import (
@@ -112,6 +112,10 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     @app.exception_handler(NotFound)
     async def not_found(_: Request, e: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(e), "field": e.field}, status_code=404)
+
+    @app.exception_handler(Invalid)
+    async def invalid_spec(_: Request, e: Invalid) -> JSONResponse:
+        return JSONResponse({"detail": _finite_json(str(e)), "field": e.field}, status_code=422)
 
     @app.exception_handler(Conflict)
     async def conflict(_: Request, e: Conflict) -> JSONResponse:

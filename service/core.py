@@ -32,7 +32,9 @@ from optuna.trial import TrialState
 from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from meanfield import Inputs, MeanFieldError
 from service.models import Lease, StudyRecord, WorkerRecord
+from service.prior import Prior, PriorError, PriorSampler, build_prior
 from service.schemas import (
     ClaimResponse,
     Distribution,
@@ -40,12 +42,14 @@ from service.schemas import (
     TrialAssignment,
     TrialOutcome,
 )
+from workers.taskspec import TaskError, task_spec
 
-__all__ = ["Conflict", "NotFound", "Service"]
+__all__ = ["Conflict", "Invalid", "NotFound", "Service", "study_prior"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 ATTEMPT_ATTR = "isotune_attempt"
+THEORY_ATTR = "isotune_theory"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -55,6 +59,14 @@ class NotFound(LookupError):
     def __init__(self, field: str, value: object) -> None:
         self.field, self.value = field, value
         super().__init__(f"{field}={value!r}: not found")
+
+
+class Invalid(ValueError):
+    """A study specification that passes the schema but not the theory or the task (HTTP 422)."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
 
 
 class Conflict(RuntimeError):
@@ -131,6 +143,7 @@ class _Cached:
     optuna_id: int
     spec: StudyCreate
     distributions: dict[str, BaseDistribution]
+    prior: Prior | None
     study: _ServiceStudy  # its pruner prunes; claims set its sampler under the study lock
 
 
@@ -152,6 +165,25 @@ MAX_HELD = 100_000
 #: How often a worker's ``last_seen`` is written at most.
 WORKER_SEEN_S = 30.0
 WORKER_SEEN = timedelta(seconds=WORKER_SEEN_S)
+
+
+def study_prior(spec: StudyCreate) -> Prior | None:
+    """The study's mean-field prior, built from its task's bridge and input statistics; raises
+    :class:`Invalid` naming the field when the task or the prior cannot be honored. With the
+    prior off it only computes each trial's theory numbers, and is None where the theory does not
+    apply (a cell without memory gate, a task it cannot describe)."""
+    try:
+        task = task_spec(spec.task.name, spec.task.T, **spec.task.options)
+        inputs = Inputs(R=task.R, regime=task.regime, R_ab=task.R_ab)
+        space = {k: to_distribution(d) for k, d in spec.space.items()}
+        weights = str(spec.training.get("weights", "orthogonal"))
+        return build_prior(spec.cell, spec.prior, task.T, inputs, space, weights, spec.seed or 0)
+    except TaskError as e:
+        raise Invalid(f"task.{e.field}", e.value, e.reason) from None
+    except (PriorError, MeanFieldError) as e:
+        if spec.prior.mode == "off":
+            return None
+        raise Invalid(e.field, e.value, e.reason) from None
 
 
 class Service:
@@ -239,6 +271,7 @@ class Service:
             optuna_id=rec.optuna_study_id,
             spec=spec,
             distributions={k: to_distribution(d) for k, d in spec.space.items()},
+            prior=study_prior(spec),
             study=_ServiceStudy(
                 study_name=name,
                 storage=self.storage,
@@ -251,6 +284,7 @@ class Service:
 
     # -- studies ----------------------------------------------------------------------------------
     def create_study(self, spec: StudyCreate) -> dict[str, Any]:
+        study_prior(spec)  # refuse a task or a prior that cannot be honored before storing
         with self.study_lock(spec.name):
             with self.sessions() as session:
                 if session.get(StudyRecord, spec.name) is not None:
@@ -482,8 +516,9 @@ class Service:
                     lease = session.get(Lease, mine)
                     session.expunge(lease)
                 trial = self.storage.get_trial(mine)
+                theory = trial.user_attrs.get(THEORY_ATTR)
                 return ClaimResponse(
-                    status="assigned", trial=self._assignment(info, lease, trial.params)
+                    status="assigned", trial=self._assignment(info, lease, trial.params, theory)
                 )
             if fresh >= info.spec.budget:  # only re-enqueued parameters are left to try
                 sid = info.optuna_id
@@ -493,11 +528,22 @@ class Service:
                     )
                     return ClaimResponse(status="wait" if running else "done")
                 waiting = max(waiting, 1)
-            info.study.sampler = make_sampler(info.spec, fresh)
+            sampler = make_sampler(info.spec, fresh)
+            if info.prior is not None and info.prior.mode != "off":
+                seed = None if info.spec.seed is None else info.spec.seed + fresh
+                sampler = PriorSampler(sampler, info.prior, info.distributions, fresh, seed)
+            info.study.sampler = sampler
             info.study.skip_waiting = waiting <= 0
             trial = info.study.ask(info.distributions)
             retried = ATTEMPT_ATTR in trial.user_attrs  # a re-enqueued trial carries its attempt
             attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+            theory = None
+            if info.prior is not None:
+                if isinstance(sampler, PriorSampler):
+                    theory = sampler.numbers.pop(trial._trial_id, None)
+                # the control's trials, and retries (their point was not proposed), computed here
+                theory = theory or info.prior.numbers(trial.params)
+                trial.set_user_attr(THEORY_ATTR, theory)
             trial.set_user_attr("isotune_worker", worker_id)
             t0 = now()
             lease = Lease(
@@ -531,7 +577,7 @@ class Service:
                 ),
             )
             return ClaimResponse(
-                status="assigned", trial=self._assignment(info, lease, trial.params)
+                status="assigned", trial=self._assignment(info, lease, trial.params, theory)
             )
 
     def _saw_worker(
@@ -554,7 +600,9 @@ class Service:
             session.add(WorkerRecord(id=worker_id, capabilities=capabilities, last_seen=at))
 
     @staticmethod
-    def _assignment(info: _Cached, lease: Lease, params: dict[str, Any]) -> TrialAssignment:
+    def _assignment(
+        info: _Cached, lease: Lease, params: dict[str, Any], theory: dict[str, Any] | None
+    ) -> TrialAssignment:
         return TrialAssignment(
             study=info.name,
             trial_id=lease.trial_id,
@@ -567,6 +615,7 @@ class Service:
             attempt=lease.attempt,
             lease_expires=_aware(lease.expires_at).isoformat(),
             lease_seconds=info.spec.lease_seconds,
+            theory=theory,
         )
 
     def _lease(

@@ -21,10 +21,12 @@ __all__ = [
     "Distribution",
     "FailRequest",
     "HeartbeatRequest",
+    "PriorSpec",
     "ReportRequest",
     "ReportResponse",
     "StudyCreate",
     "TaskRef",
+    "TrialOutcome",
 ]
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
@@ -86,6 +88,33 @@ class TaskRef(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class PriorSpec(_Strict):
+    """The mean-field prior of a study (see ``service.prior``)."""
+
+    mode: Literal["restrict", "soft", "off"] = "off"
+    #: trainability constant of T ≤ c·ξ_C; default: the value the trainability map measured
+    c: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    #: bounds [lo, hi] on T·log m₁, the log gradient-norm growth over the bridge (restrict only)
+    gradient_bounds: tuple[float, float] | None = None
+    #: β of the soft prior's weight π(x)^(β/n)
+    confidence: Annotated[float, Field(ge=0, le=1e6)] = 10.0
+    #: width of the logistic π in log(c·ξ_C/T)
+    width: Annotated[float, Field(gt=0, le=100)] = 0.5
+    #: proposals of the base sampler the soft prior chooses among
+    candidates: Annotated[int, Field(ge=1, le=256)] = 8
+
+    @field_validator("gradient_bounds")
+    @classmethod
+    def _bounds(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None:
+            lo, hi = v
+            _finite("gradient_bounds", lo)
+            _finite("gradient_bounds", hi)
+            if not lo < hi:
+                raise ValueError(f"empty or inverted range: lo={lo} >= hi={hi}")
+        return v
+
+
 class StudyCreate(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     cell: Literal["lstm", "gru", "minimalrnn", "vanilla"]
@@ -99,7 +128,7 @@ class StudyCreate(_Strict):
     lease_seconds: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     seed: int | None = None
     training: dict[str, Any] = Field(default_factory=dict)
-    prior: dict[str, Any] | None = None
+    prior: PriorSpec = Field(default_factory=PriorSpec)
 
     @field_validator("space")
     @classmethod
@@ -129,6 +158,7 @@ class TrialAssignment(BaseModel):
     attempt: int
     lease_expires: str
     lease_seconds: float
+    theory: dict[str, Any] | None = None
 
 
 class ClaimResponse(BaseModel):

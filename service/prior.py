@@ -1,0 +1,407 @@
+"""The mean-field prior of a study: which trials the theory expects to train, and a sampler that
+proposes them.
+
+A study's ``prior`` names a mode:
+
+- ``restrict``: every trial handed out satisfies T ≤ c·ξ_C (THEORY.md §5; ξ_C the memory time of
+  the initialization, T the task's bridge) and, when ``gradient_bounds`` are set, lo ≤ T·log m₁ ≤ hi
+  (the log of the mean squared singular value of the T-step Jacobian).
+- ``soft``: the base sampler proposes ``candidates`` points; one is drawn with probability ∝
+  π(x)^(β/n) (πBO, Hvarfner et al., ICLR 2022), π(x) = sigmoid(log(c·ξ_C/T) / width), β the
+  ``confidence`` and n the number of trials so far. The weight tends to 1 as trials accumulate, so a
+  wrong prior is escaped.
+- ``off``: the base sampler alone (the control).
+
+Restriction as :class:`PriorSampler` does it: the base sampler (TPE, GP, CMA-ES…) proposes a
+full point; an infeasible proposal is redrawn up to ``REDRAWS`` times, then the first proposal is
+repaired by raising its memory-gate bias (``mu_f`` for the LSTM) to the smallest feasible value
+(ξ_C grows with it). A repaired point is what Optuna stores, so the base sampler learns from the
+trials that actually ran. Should no bias in range make a proposal feasible (its other parameters
+forbid it), the point found when the study was created stands in.
+
+The theory sees only initialization hyperparameters (flat names of :class:`meanfield.Config`:
+``mu_f``, ``nu``, ``sigma_i``…); other parameters of the space (``lr``, ``hidden``…) pass through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import BaseSampler
+
+from meanfield import MEMORY_GATE, Config, Inputs, fixed_point, isometry, memory_time_scale
+from meanfield.params import CELLS, HYPERPARAMETERS
+
+__all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "theory_names"]
+
+#: The trainability constant c measured by ``isotune trainability-map`` on padded digits
+#: (benchmarks/results/trainability_*_padded_digits.md). The minimalRNN was not measured: it
+#: takes the LSTM's value, the smaller (stricter) of the two.
+MEASURED_C = {"lstm": 13.6, "gru": 14.7, "minimalrnn": 13.6}
+#: Redraws of an infeasible proposal before it is repaired.
+REDRAWS = 4
+#: Points of the memory-gate bias scanned per repair round (vectorized; three rounds).
+SCAN = 48
+#: Random points of the space scanned at creation for the largest reachable ξ_C.
+CREATION_SCAN = 512
+
+
+class PriorError(ValueError):
+    """A prior that cannot be honored: names the field, its value and what to change."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+def theory_names(cell: str, names: Sequence[str]) -> list[str]:
+    """The parameters among ``names`` that are initialization hyperparameters of ``cell``
+    (``mu``, ``nu_f``…); raises :class:`PriorError` for a hyperparameter of an unknown gate."""
+    out = []
+    for name in names:
+        hp, sep, gate = name.partition("_")
+        if hp not in HYPERPARAMETERS:
+            continue
+        if sep and gate not in CELLS[cell]:
+            raise PriorError(
+                f"space.{name}", name, f"unknown gate {gate!r} for {cell}; gates are {CELLS[cell]}"
+            )
+        out.append(name)
+    return out
+
+
+@dataclass
+class Prior:
+    """The criterion of one study, evaluated on (arrays of) parameter sets."""
+
+    cell: str
+    mode: str
+    T: int
+    c: float
+    inputs: Inputs
+    weights: str
+    space: dict[str, BaseDistribution]
+    gradient_bounds: tuple[float, float] | None = None
+    confidence: float = 10.0
+    width: float = 0.5
+    candidates: int = 8
+    names: list[str] = field(default_factory=list)
+    witness: dict[str, Any] | None = None  # a feasible point found at creation
+
+    @property
+    def required(self) -> float:
+        """The smallest memory time the criterion accepts, T/c."""
+        return self.T / self.c
+
+    @property
+    def gate_param(self) -> str:
+        return f"mu_{MEMORY_GATE[self.cell]}"
+
+    def config(self, points: Sequence[Mapping[str, Any]]) -> Config:
+        values = {n: np.array([float(p[n]) for p in points]) for n in self.names}
+        return Config.from_flat(self.cell, values, weights=self.weights)
+
+    def scalar(self, point: Mapping[str, Any]) -> Config:
+        """The initialization of one point (every hyperparameter, defaults filled in)."""
+        values = {n: float(point[n]) for n in self.names}
+        return Config.from_flat(self.cell, values, weights=self.weights)
+
+    def evaluate(self, points: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded) and feasibility per point."""
+        cfg = self.config(points)
+        out: dict[str, np.ndarray] = {}
+        if self.gradient_bounds is None:
+            xi, _ = memory_time_scale(cfg, self.inputs)
+        else:
+            fp = fixed_point(cfg, self.inputs)
+            xi = fp.xi_c
+            out["log_m1"] = self.T * np.log(fp.m1)
+        xi = np.asarray(xi, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["margin"] = np.log(np.maximum(xi, 0.0) * self.c / self.T)
+        ok = np.isfinite(xi) & (xi >= self.required)
+        if self.gradient_bounds is not None:
+            lo, hi = self.gradient_bounds
+            ok &= (out["log_m1"] >= lo) & (out["log_m1"] <= hi)
+        out["xi_c"], out["ok"] = xi, ok
+        return out
+
+    def density(self, margin: np.ndarray) -> np.ndarray:
+        """π(x): a logistic in the margin log(c·ξ_C/T), ½ on the boundary."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = 1.0 / (1.0 + np.exp(-np.nan_to_num(margin, nan=-50.0) / self.width))
+        return p
+
+    def soft_weights(self, margin: np.ndarray, n_trials: int) -> np.ndarray:
+        """πBO's weights π(x)^(β/n), n = trials so far + 1: the prior fades as data accumulates."""
+        exponent = self.confidence / (n_trials + 1)
+        return np.power(np.maximum(self.density(margin), 1e-300), exponent)
+
+    def repair(self, point: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The point with its memory-gate bias raised to the smallest feasible value in range,
+        or None when no value in range is feasible."""
+        dist = self.space[self.gate_param]
+        assert isinstance(dist, FloatDistribution | IntDistribution)
+        lo, hi = float(point[self.gate_param]), float(dist.high)
+        grid = np.linspace(lo, hi, SCAN)
+        for _ in range(3):  # scan, then refine the first bracket twice
+            ok = self.evaluate([{**point, self.gate_param: b} for b in grid])["ok"]
+            if not ok.any():
+                return None
+            first = int(np.argmax(ok))
+            if first == 0:
+                break
+            grid = np.linspace(grid[first - 1], grid[first], SCAN)
+        value = _on_grid(dist, float(grid[int(np.argmax(ok))]))
+        fixed = {**point, self.gate_param: value}
+        if not self.evaluate([fixed])["ok"][0]:  # rounding to the step fell short: next step up
+            step = (dist.step or (1 if isinstance(dist, IntDistribution) else 0)) or 0
+            if not step or value + step > dist.high:
+                return None
+            fixed[self.gate_param] = _on_grid(dist, value + step)
+        return fixed
+
+    def numbers(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """The theory's numbers for one point: user attributes of its trial."""
+        cfg = self.config([point])
+        fp = fixed_point(cfg, self.inputs)
+        iso = isometry(fp.m1, fp.m2, self.T, fp.unit_moments)
+        xi = float(fp.xi_c[0])
+        margin = math.log(xi * self.c / self.T) if xi > 0 else -math.inf
+        ok = xi >= self.required
+        if self.gradient_bounds is not None:
+            lo, hi = self.gradient_bounds
+            ok = ok and lo <= float(iso.log_m1[0]) <= hi
+        return {
+            "xi_c": _finite(xi),
+            "m1": _finite(float(fp.m1[0])),
+            "m2": _finite(float(fp.m2[0])),
+            "T_log_m1": _finite(float(iso.log_m1[0])),
+            "spread": _finite(float(iso.spread[0])),
+            "required_xi": self.required,
+            "margin": _finite(margin),
+            "predicted_trainable": bool(ok),
+            "T": self.T,
+            "c": self.c,
+            "mode": self.mode,
+            "init": {k: _finite(float(v)) for k, v in self.scalar(point).to_flat_dict().items()},
+        }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _on_grid(dist: FloatDistribution | IntDistribution, value: float) -> float | int:
+    """``value`` rounded up onto the distribution's step (if any) and clipped into range."""
+    step = dist.step if not isinstance(dist, IntDistribution) else (dist.step or 1)
+    if step:
+        value = dist.low + math.ceil((value - dist.low) / step - 1e-9) * step
+    value = min(max(value, dist.low), dist.high)
+    return round(value) if isinstance(dist, IntDistribution) else float(value)
+
+
+def build_prior(
+    cell: str,
+    spec: Any,
+    T: int,
+    inputs: Inputs,
+    space: Mapping[str, BaseDistribution],
+    weights: str,
+    seed: int = 0,
+) -> Prior | None:
+    """The study's :class:`Prior`, checked: a restricted region that is empty within the ranges
+    raises :class:`PriorError` with the largest ξ_C reachable and the range to widen. In mode
+    ``off`` it only computes the theory's numbers of each trial."""
+    if MEMORY_GATE.get(cell) is None:
+        raise PriorError("cell", cell, "no memory gate: the prior needs lstm, gru or minimalrnn")
+    names = theory_names(cell, list(space))
+    if not names:
+        raise PriorError(
+            "space", sorted(space), "no initialization hyperparameter (mu_f, nu, ...) to judge"
+        )
+    c = spec.c if spec.c is not None else MEASURED_C[cell]
+    prior = Prior(
+        cell=cell,
+        mode=spec.mode,
+        T=T,
+        c=c,
+        inputs=inputs,
+        weights=weights,
+        space=dict(space),
+        gradient_bounds=tuple(spec.gradient_bounds) if spec.gradient_bounds else None,
+        confidence=spec.confidence,
+        width=spec.width,
+        candidates=spec.candidates,
+        names=names,
+    )
+    gate = prior.gate_param
+    for name in names:
+        if isinstance(space[name], CategoricalDistribution):
+            raise PriorError(f"space.{name}", "categorical", "the prior needs a numeric range")
+    if spec.mode == "restrict":
+        if gate not in space:
+            raise PriorError(
+                "prior.mode",
+                "restrict",
+                f"needs the memory-gate bias {gate} in the space (the repair raises it)",
+            )
+        _check_region(prior, seed)
+    return prior
+
+
+def _check_region(prior: Prior, seed: int) -> None:
+    """Find a feasible point (the witness) or refuse the study."""
+    rng = np.random.default_rng(seed)
+    gate = prior.gate_param
+    points = [
+        {**_random_point(prior, rng), gate: prior.space[gate].high} for _ in range(CREATION_SCAN)
+    ]
+    top = prior.space[gate].high
+    for side in ("low", "high"):  # the corners
+        points.append({**{n: _edge(prior.space[n], side) for n in prior.names}, gate: top})
+    got = prior.evaluate(points)
+    if got["ok"].any():
+        best = int(np.argmax(np.where(got["ok"], got["xi_c"], -np.inf)))
+        prior.witness = dict(points[best])
+        return
+    finite = np.where(np.isfinite(got["xi_c"]), got["xi_c"], -np.inf)
+    best = int(np.argmax(finite))
+    largest = float(finite[best])
+    high = prior.space[gate].high
+    if largest < prior.required:
+        reason = (
+            f"the restricted region is empty: the largest xi_C reachable is {largest:.3g} "
+            f"(at {gate}={high:g}) but T/c = {prior.T}/{prior.c:g} needs {prior.required:.3g}; "
+            f"widen space.{gate} (raise its high above {high:g}), lower T or raise c"
+        )
+        raise PriorError(f"space.{gate}", {"low": prior.space[gate].low, "high": high}, reason)
+    lo, hi = prior.gradient_bounds or (None, None)
+    raise PriorError(
+        "prior.gradient_bounds",
+        [lo, hi],
+        f"no point with xi_C >= {prior.required:.3g} has T log m1 within the bounds; widen them",
+    )
+
+
+def _edge(dist: BaseDistribution, side: str) -> float:
+    return float(getattr(dist, side))
+
+
+def _random_point(prior: Prior, rng: np.random.Generator) -> dict[str, float]:
+    out = {}
+    for n in prior.names:
+        d = prior.space[n]
+        assert isinstance(d, FloatDistribution | IntDistribution)
+        if d.log:
+            out[n] = float(np.exp(rng.uniform(math.log(d.low), math.log(d.high))))
+        else:
+            out[n] = float(rng.uniform(d.low, d.high))
+    return out
+
+
+class PriorSampler(BaseSampler):
+    """A base sampler under a :class:`Prior`: the whole space is sampled as one "relative" point,
+    so that feasibility (a joint property) is decided before anything is stored.
+
+    ``n_trials`` (trials so far) sets the soft prior's decay. After a proposal, the theory's numbers
+    of the point handed out wait in :attr:`numbers` under the trial's id.
+    """
+
+    def __init__(
+        self, base: BaseSampler, prior: Prior, space: Mapping[str, BaseDistribution], n_trials: int,
+        seed: int | None = None,
+    ) -> None:  # fmt: skip
+        self.base, self.prior, self.space, self.n_trials = base, prior, dict(space), n_trials
+        self.rng = np.random.default_rng(seed)
+        self.numbers: dict[int, dict[str, Any]] = {}
+        self.redraws = 0
+        self.repairs = 0
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self.rng = np.random.default_rng()
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any,
+                    values: Sequence[float] | None) -> None:  # fmt: skip
+        self.base.after_trial(study, trial, state, values)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self.space)
+
+    def _propose(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, relative: bool
+    ) -> dict[str, Any]:
+        point: dict[str, Any] = {}
+        if relative:
+            space = self.base.infer_relative_search_space(study, trial)
+            if space:
+                point.update(self.base.sample_relative(study, trial, space))
+        for name, dist in self.space.items():
+            if name not in point:
+                point[name] = self.base.sample_independent(study, trial, name, dist)
+        return point
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        if set(search_space) != set(self.space):  # not the study's space: leave it to the base
+            return self.base.sample_relative(study, trial, search_space)
+        first = self._propose(study, trial, relative=True)
+        if self.prior.mode == "soft":
+            pool = [first] + [
+                self._propose(study, trial, relative=False)
+                for _ in range(self.prior.candidates - 1)
+            ]
+            weights = self.prior.soft_weights(self.prior.evaluate(pool)["margin"], self.n_trials)
+            chosen = pool[int(self.rng.choice(len(pool), p=weights / weights.sum()))]
+        else:
+            chosen = self._restrict(study, trial, first)
+        self.numbers[trial._trial_id] = self.prior.numbers(chosen)
+        return chosen
+
+    def _restrict(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, first: dict[str, Any]
+    ) -> dict[str, Any]:
+        point = first
+        for attempt in range(REDRAWS + 1):
+            if self.prior.evaluate([point])["ok"][0]:
+                return point
+            if attempt < REDRAWS:
+                self.redraws += 1
+                point = self._propose(study, trial, relative=False)
+        self.repairs += 1
+        for candidate in (first, point):
+            fixed = self.prior.repair(candidate)
+            if fixed is not None:
+                return fixed
+        assert self.prior.witness is not None  # found at creation, else the study was refused
+        return {**first, **self.prior.witness}
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)

@@ -1,0 +1,155 @@
+"""The mean-field prior in the search (``service.prior``): restriction, πBO weights, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from fastapi.testclient import TestClient
+
+from meanfield import Config, Inputs, memory_check
+from service.api import create_app
+from service.core import study_prior, to_distribution
+from service.prior import MEASURED_C, PriorSampler
+from service.schemas import StudyCreate
+
+TASK = {"name": "padded_digits", "T": 100, "options": {"padding": "noise"}}
+SPACE = {
+    "mu_f": {"type": "float", "low": -2.0, "high": 8.0},
+    "nu": {"type": "float", "low": 0.3, "high": 3.0},
+    "sigma": {"type": "float", "low": 0.3, "high": 2.0},
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+}
+
+
+def spec(**changes: object) -> StudyCreate:
+    base = {
+        "name": "p",
+        "cell": "lstm",
+        "task": TASK,
+        "space": SPACE,
+        "prior": {"mode": "restrict"},
+    }
+    return StudyCreate.model_validate({**base, **changes})
+
+
+def draw(s: StudyCreate, base: optuna.samplers.BaseSampler, n: int) -> tuple[list, PriorSampler]:
+    """``n`` trials asked from an in-memory study through the prior (objective: ``lr``)."""
+    prior = study_prior(s)
+    assert prior is not None
+    space = {k: to_distribution(d) for k, d in s.space.items()}
+    study = optuna.create_study(sampler=base, direction="maximize")
+    sampler = PriorSampler(base, prior, space, n_trials=0, seed=0)
+    study.sampler = sampler
+    points = []
+    for i in range(n):
+        sampler.n_trials = i
+        trial = study.ask(space)
+        points.append(trial.params)
+        study.tell(trial, -abs(math.log10(trial.params["lr"]) + 2.5))
+    return points, sampler
+
+
+def feasible(s: StudyCreate, points: list[dict]) -> np.ndarray:
+    """Checked independently of the sampler: the engine's own memory_check on every point."""
+    names = ("mu_f", "nu", "sigma")
+    cfg = Config.from_flat(
+        "lstm", {n: np.array([p[n] for p in points]) for n in names}, weights="orthogonal"
+    )
+    inputs = Inputs(R=1.0, regime="independent")  # padding "noise": N(0, 1)
+    return memory_check(cfg, s.task.T, MEASURED_C["lstm"], inputs).ok
+
+
+def test_restrict_never_hands_out_an_infeasible_point_in_1000_draws() -> None:
+    s = spec()
+    points, sampler = draw(s, optuna.samplers.RandomSampler(seed=1), 1000)
+    ok = feasible(s, points)
+    assert ok.all(), f"{(~ok).sum()} infeasible points"
+    # the random base proposes infeasible points often: the repair did real work
+    assert sampler.repairs > 10 and sampler.redraws > 300
+    # and only raised the bias: the other parameters are spread over their whole ranges
+    nus = np.array([p["nu"] for p in points])
+    assert nus.min() < 0.5 and nus.max() > 2.7
+
+
+def test_restrict_under_tpe_stays_feasible_and_tpe_still_learns() -> None:
+    s = spec()
+    points, _ = draw(s, optuna.samplers.TPESampler(seed=2, n_startup_trials=10), 120)
+    assert feasible(s, points).all()
+    lr_error = [abs(math.log10(p["lr"]) + 2.5) for p in points]
+    assert np.median(lr_error[-40:]) < 0.6 * np.median(lr_error[:20])  # converging on lr
+
+
+def test_restrict_with_gradient_bounds() -> None:
+    s = spec(prior={"mode": "restrict", "gradient_bounds": [-8.0, 0.0]})
+    prior = study_prior(s)
+    points, _ = draw(s, optuna.samplers.RandomSampler(seed=3), 150)
+    got = prior.evaluate(points)
+    assert got["ok"].all()
+    assert (got["log_m1"] <= 0.0).all() and (got["log_m1"] >= -8.0).all()
+
+
+def test_soft_weights_decay_as_trials_accumulate() -> None:
+    prior = study_prior(spec(prior={"mode": "soft", "confidence": 10.0, "width": 0.5}))
+    margins = np.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+    density = prior.density(margins)
+    assert density[2] == pytest.approx(0.5) and (np.diff(density) > 0).all()
+    for n in (0, 1, 9, 99, 999):
+        w = prior.soft_weights(margins, n)
+        np.testing.assert_allclose(w, density ** (10.0 / (n + 1)), rtol=1e-12)
+    early, late = prior.soft_weights(margins, 0), prior.soft_weights(margins, 999)
+    assert early[-1] / early[0] > 1e6  # at first the prior decides
+    assert late[-1] / late[0] < 1.1  # after 1000 trials it hardly matters
+
+
+def test_soft_prefers_feasible_points_early() -> None:
+    s = spec(prior={"mode": "soft", "confidence": 10.0})
+    soft, _ = draw(s, optuna.samplers.RandomSampler(seed=4), 60)
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    space = {k: to_distribution(d) for k, d in s.space.items()}
+    control = [plain.ask(space).params for _ in range(60)]
+    assert feasible(s, soft[:20]).mean() > feasible(s, control[:20]).mean() + 0.2
+
+
+@pytest.fixture
+def client(db_url: str):
+    with TestClient(create_app(db_url, auth=False)) as c:
+        yield c
+
+
+def test_empty_restricted_region_is_refused_naming_the_range(client: TestClient) -> None:
+    body = spec(space={**SPACE, "mu_f": {"type": "float", "low": -2.0, "high": 1.0}})
+    r = client.post("/api/v1/studies", json=body.model_dump(mode="json"))
+    assert r.status_code == 422
+    got = r.json()
+    assert got["field"] == "space.mu_f"
+    assert "largest xi_C reachable" in got["detail"] and "widen space.mu_f" in got["detail"]
+    assert client.get("/api/v1/studies").json() == []  # nothing stored
+
+
+def test_restrict_needs_the_memory_gate_bias(client: TestClient) -> None:
+    space = {k: v for k, v in SPACE.items() if k != "mu_f"}
+    r = client.post("/api/v1/studies", json=spec(space=space).model_dump(mode="json"))
+    assert r.status_code == 422 and r.json()["field"] == "prior.mode" and "mu_f" in r.text
+
+
+def test_bad_task_is_refused_naming_the_field(client: TestClient) -> None:
+    bad = spec(task={"name": "padded_digits", "T": 10, "options": {"padding": "glitter"}})
+    r = client.post("/api/v1/studies", json=bad.model_dump(mode="json"))
+    assert r.status_code == 422 and r.json()["field"] == "task.padding"
+
+
+def test_claimed_trials_carry_the_theory_numbers(client: TestClient) -> None:
+    for mode in ("restrict", "off"):
+        body = spec(name=mode, prior={"mode": mode}, budget=3, seed=5)
+        assert client.post("/api/v1/studies", json=body.model_dump(mode="json")).status_code == 201
+        got = client.post(f"/api/v1/studies/{mode}/claim", json={"worker_id": "w"}).json()
+        theory = got["trial"]["theory"]
+        assert theory["mode"] == mode and theory["T"] == 100
+        assert {"xi_c", "m1", "m2", "predicted_trainable", "init"} <= set(theory)
+        if mode == "restrict":
+            assert theory["predicted_trainable"] and theory["xi_c"] >= 100 / MEASURED_C["lstm"]
+        stored = client.get(f"/api/v1/trials/{got['trial']['trial_id']}").json()
+        assert stored["user_attrs"]["isotune_theory"] == theory

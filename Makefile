@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(BIN)/pip install --quiet -c constraints/cpu.txt -e '.[dev,worker,service]'
 	touch $(STAMP)
 
-# The main job: at this stage, a mean-field theory report of the four cells.
+# The main job: a server on SQLite, two workers, a theory-restricted study and a control, end to end.
 demo: $(STAMP)
-	$(BIN)/isotune theory report
+	$(BIN)/isotune demo
 
 # The test command (.ci/run calls exactly this).
 test: $(STAMP)

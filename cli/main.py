@@ -16,10 +16,12 @@ import numpy as np
 import typer
 from typer.core import TyperGroup
 
+from cli.demo import demo_cmd
 from cli.study import db_app, serve_cmd, study_app, token_app
 from cli.theory import theory_app
 from cli.train import train_cmd
 from cli.trainmap import trainmap_cmd
+from cli.worker import worker_cmd
 from meanfield import MeanFieldError
 
 __all__ = ["EXIT_BAD_INPUT", "app", "format_value"]
@@ -79,6 +81,8 @@ app.command(
     short_help="Grid of init × T training runs; fits the constant c of T ≤ c·ξ_C.",
 )(trainmap_cmd)
 app.command("serve", short_help="Run the REST API server.")(serve_cmd)
+app.command("demo", short_help="A restricted and a control study, end to end.")(demo_cmd)
+app.command("worker", short_help="Pull trials from a server, train them, report.")(worker_cmd)
 app.add_typer(study_app, name="study")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")

@@ -109,14 +109,24 @@ def make_sampler(spec: StudyCreate, trials_so_far: int = 0) -> optuna.samplers.B
 
 
 def make_pruner(spec: StudyCreate) -> optuna.pruners.BasePruner:
-    name = spec.pruner
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    """The study's pruner with its ``pruner_options``; raises :class:`Invalid` naming the option
+    Optuna rejects. The median pruner defaults to 3 startup trials and 1 warm-up step."""
+    options = dict(spec.pruner_options)
+    kinds = {
+        "median": optuna.pruners.MedianPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "threshold": optuna.pruners.ThresholdPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    if spec.pruner == "median":
+        options = {"n_startup_trials": 3, "n_warmup_steps": 1, **options}
+    try:
+        return kinds[spec.pruner](**options)
+    except TypeError as e:  # an option the pruner does not take
+        raise Invalid("pruner_options", spec.pruner_options, f"{spec.pruner}: {e}") from None
+    except ValueError as e:  # a value it refuses
+        raise Invalid("pruner_options", spec.pruner_options, str(e)) from None
 
 
 class _ServiceStudy(optuna.Study):
@@ -284,7 +294,9 @@ class Service:
 
     # -- studies ----------------------------------------------------------------------------------
     def create_study(self, spec: StudyCreate) -> dict[str, Any]:
-        study_prior(spec)  # refuse a task or a prior that cannot be honored before storing
+        # refuse a pruner, a task or a prior that cannot be honored before storing anything
+        make_pruner(spec)
+        study_prior(spec)
         with self.study_lock(spec.name):
             with self.sessions() as session:
                 if session.get(StudyRecord, spec.name) is not None:
@@ -791,7 +803,8 @@ def _trial_dict(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "number": t.number,
         "state": t.state.name,
         "value": _finite(value),
-        "params": t.params,
+        # a WAITING trial has no parameters yet: show those it is queued with
+        "params": t.params or dict(t.system_attrs.get("fixed_params") or {}),
         "user_attrs": t.user_attrs,
         "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
         "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,

@@ -96,6 +96,7 @@ class Prior:
     confidence: float = 10.0
     width: float = 0.5
     candidates: int = 8
+    strategy: str = "timescale"
     names: list[str] = field(default_factory=list)
     witness: dict[str, Any] | None = None  # a feasible point found at creation
 
@@ -148,15 +149,20 @@ class Prior:
         exponent = self.confidence / (n_trials + 1)
         return np.power(np.maximum(self.density(margin), 1e-300), exponent)
 
-    def repair(self, point: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The point with its memory-gate bias raised to the smallest feasible value in range,
-        or None when no value in range is feasible."""
+    def repair(self, point: Mapping[str, Any], margin: float = 0.0) -> dict[str, Any] | None:
+        """The point with its memory-gate bias raised to the smallest value in range that is
+        feasible with log(c·ξ_C/T) ≥ ``margin``; None when no value in range is."""
         dist = self.space[self.gate_param]
         assert isinstance(dist, FloatDistribution | IntDistribution)
+
+        def good(points: list[dict[str, Any]]) -> np.ndarray:
+            got = self.evaluate(points)
+            return got["ok"] & (got["margin"] >= margin)
+
         lo, hi = float(point[self.gate_param]), float(dist.high)
         grid = np.linspace(lo, hi, SCAN)
         for _ in range(3):  # scan, then refine the first bracket twice
-            ok = self.evaluate([{**point, self.gate_param: b} for b in grid])["ok"]
+            ok = good([{**point, self.gate_param: b} for b in grid])
             if not ok.any():
                 return None
             first = int(np.argmax(ok))
@@ -165,12 +171,21 @@ class Prior:
             grid = np.linspace(grid[first - 1], grid[first], SCAN)
         value = _on_grid(dist, float(grid[int(np.argmax(ok))]))
         fixed = {**point, self.gate_param: value}
-        if not self.evaluate([fixed])["ok"][0]:  # rounding to the step fell short: next step up
+        if not good([fixed])[0]:  # rounding to the step fell short: next step up
             step = (dist.step or (1 if isinstance(dist, IntDistribution) else 0)) or 0
             if not step or value + step > dist.high:
                 return None
             fixed[self.gate_param] = _on_grid(dist, value + step)
         return fixed
+
+    def resample(self, point: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any] | None:
+        """The point with a memory time drawn for it: log(c·ξ_C/T) uniform between 0 and what the
+        largest bias in range reaches, and the bias solved for (ξ_C grows with it)."""
+        top = {**point, self.gate_param: self.space[self.gate_param].high}  # type: ignore[attr-defined]
+        reach = float(self.evaluate([top])["margin"][0])
+        if not math.isfinite(reach) or reach < 0:
+            return None
+        return self.repair(point, float(rng.uniform(0.0, reach))) or self.repair(point)
 
     def numbers(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """The theory's numbers for one point: user attributes of its trial."""
@@ -244,6 +259,7 @@ def build_prior(
         confidence=spec.confidence,
         width=spec.width,
         candidates=spec.candidates,
+        strategy=spec.strategy,
         names=names,
     )
     gate = prior.gate_param
@@ -391,7 +407,10 @@ class PriorSampler(BaseSampler):
                 point = self._propose(study, trial, relative=False)
         self.repairs += 1
         for candidate in (first, point):
-            fixed = self.prior.repair(candidate)
+            if self.prior.strategy == "timescale":
+                fixed = self.prior.resample(candidate, self.rng)
+            else:
+                fixed = self.prior.repair(candidate)
             if fixed is not None:
                 return fixed
         assert self.prior.witness is not None  # found at creation, else the study was refused

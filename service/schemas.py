@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
-PRUNERS = ("median", "hyperband", "successive_halving", "none")
+PRUNERS = ("median", "hyperband", "successive_halving", "threshold", "none")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
@@ -100,6 +100,10 @@ class PriorSpec(_Strict):
     confidence: Annotated[float, Field(ge=0, le=1e6)] = 10.0
     #: width of the logistic π in log(c·ξ_C/T)
     width: Annotated[float, Field(gt=0, le=100)] = 0.5
+    #: what restrict does with a proposal still infeasible after the redraws: ``repair`` raises
+    #: its memory-gate bias to the smallest feasible value, ``timescale`` draws a memory time in
+    #: the feasible band (log-uniform) and solves for the bias
+    strategy: Literal["repair", "timescale"] = "timescale"
     #: proposals of the base sampler the soft prior chooses among
     candidates: Annotated[int, Field(ge=1, le=256)] = 8
 
@@ -122,7 +126,10 @@ class StudyCreate(_Strict):
     space: dict[str, Distribution]
     direction: Literal["maximize", "minimize"] = "maximize"
     sampler: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
-    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    pruner: Literal["median", "hyperband", "successive_halving", "threshold", "none"] = "median"
+    #: keyword arguments of the Optuna pruner, e.g. ``{"lower": 0.2, "n_warmup_steps": 200}`` for
+    #: ``threshold`` (which needs ``lower`` or ``upper``)
+    pruner_options: dict[str, float | int | None] = Field(default_factory=dict)
     budget: Annotated[int, Field(ge=1, le=100_000)] = 20
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     lease_seconds: Annotated[float, Field(gt=0, le=86_400)] = 120.0

@@ -1,0 +1,245 @@
+"""The worker loop: pull a trial over REST, train it, report, complete or fail; repeat.
+
+A worker claims from one or more studies in turn (``study`` list), and for each trial handed out:
+
+1. builds a :class:`~workers.train.TrainConfig` from the assignment: the study's ``training``
+   settings, then the trial's parameters: initialization hyperparameters (flat names of
+   :class:`meanfield.Config`: ``mu_f``, ``nu``…) become the model's initialization, the others
+   (``lr``, ``hidden``, ``batch_size``…) override training settings of the same name;
+2. trains, reporting the test metric at every evaluation (test accuracy for a maximized study, test
+   loss for a minimized one) and stopping when the server says prune;
+3. completes the trial with the final metric, or marks it pruned, or fails it with the reason
+   (a diverged loss, an error);
+4. meanwhile a thread renews the lease (heartbeat) every third of its length.
+
+SIGTERM or SIGINT: the current evaluation's report goes out, the trial is given back for a retry,
+and the worker exits. While the server is unreachable the client backs off and retries (up to
+``retry_seconds``). One progress line per trial goes to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+from meanfield.params import HYPERPARAMETERS
+from service.client import ApiError, Client
+from workers.train import TrainConfig, TrainError, train
+
+__all__ = ["WorkerOptions", "run_worker", "train_config"]
+
+#: TrainConfig fields a trial's parameters or a study's ``training`` settings may set.
+SETTABLE = {f.name for f in fields(TrainConfig)} - {"task", "T", "cell", "device", "threads"}
+
+
+@dataclass
+class WorkerOptions:
+    server: str
+    studies: list[str]
+    token: str | None = None
+    worker_id: str = ""
+    device: str = "auto"
+    threads: int | None = None
+    max_trials: int | None = None
+    poll_seconds: float = 2.0
+    retry_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.worker_id:
+            self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        if not self.studies:
+            raise TrainError("study", self.studies, "name at least one study to work on")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise TrainError("max_trials", self.max_trials, "must be at least 1")
+
+
+def _is_init(name: str) -> bool:
+    return name.partition("_")[0] in HYPERPARAMETERS
+
+
+def train_config(
+    assignment: dict[str, Any], *, device: str = "auto", threads: int | None = None
+) -> TrainConfig:
+    """The training run an assignment (the claim's ``trial``) stands for."""
+    task = assignment["task"]
+    settings: dict[str, Any] = {"seed": int(assignment["number"])}
+    for source in (assignment.get("training") or {}, assignment["params"]):
+        for name, value in source.items():
+            if _is_init(name):
+                continue
+            if name not in SETTABLE:
+                raise TrainError(
+                    name, value, f"not a training setting; use one of {sorted(SETTABLE)}"
+                )
+            settings[name] = value
+    init = {k: float(v) for k, v in assignment["params"].items() if _is_init(k)}
+    if init:
+        fixed = settings.get("init")
+        settings["init"] = {**(fixed if isinstance(fixed, dict) else {}), **init}
+    for name in ("hidden", "batch_size", "steps", "eval_every", "eval_size"):
+        if name in settings:
+            settings[name] = int(settings[name])
+    return TrainConfig(
+        task=task["name"],
+        T=int(task["T"]),
+        task_options=dict(task.get("options") or {}),
+        cell=assignment["cell"],
+        device=device,
+        threads=threads,
+        **settings,
+    ).validate()
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT; the training callback and the claim loop look at it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum: int, _frame: object) -> None:
+            self.event.set()
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Work until every study is done, ``max_trials`` trials ran, or a signal; returns counts of
+    the trials' outcomes."""
+    stop = _Stop()
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "released": 0}
+    pending = list(opts.studies)
+    with stop.installed(), Client(opts.server, opts.token, retry_seconds=opts.retry_seconds) as c:
+        log(f"worker {opts.worker_id}: studies {', '.join(pending)} on {opts.server}")
+        turn = 0
+        while pending and not stop.event.is_set():
+            if opts.max_trials is not None and sum(counts.values()) >= opts.max_trials:
+                break
+            waiting = 0
+            for _ in range(len(pending)):
+                study = pending[turn % len(pending)]
+                turn += 1
+                got = c.claim(study, opts.worker_id, {"device": opts.device})
+                if got["status"] == "done":
+                    pending.remove(study)
+                    log(f"worker {opts.worker_id}: study {study} is done")
+                    break
+                if got["status"] == "wait":
+                    waiting += 1
+                    continue
+                outcome = _run_trial(c, opts, got["trial"], stop, log)
+                counts[outcome] += 1
+                break
+            else:
+                if waiting:  # every study has its budget out while trials still run
+                    stop.event.wait(opts.poll_seconds)
+    log(f"worker {opts.worker_id}: stopped; {counts}")
+    return counts
+
+
+def _run_trial(
+    c: Client, opts: WorkerOptions, a: dict[str, Any], stop: _Stop, log: Callable[[str], None]
+) -> str:
+    trial_id, wid = a["trial_id"], opts.worker_id
+    maximize = a["direction"] == "maximize"
+    lost = threading.Event()  # the lease went to someone else: stop, report nothing more
+    done = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat, args=(opts, trial_id, a["lease_seconds"], done, lost), daemon=True
+    )
+    pruned = False
+
+    def callback(row: dict[str, float]) -> bool:
+        nonlocal pruned
+        if lost.is_set():
+            return False
+        value = row["test_accuracy"] if maximize else row["test_loss"]
+        if math.isfinite(value):
+            if c.report(trial_id, wid, [(int(row["step"]), float(value))])["prune"]:
+                pruned = True
+                return False
+        return not stop.event.is_set()
+
+    t0 = time.perf_counter()
+    head = f"{a['study']} trial {a['number']} (attempt {a['attempt']}) {_short(a['params'])}"
+    beat.start()
+    try:
+        try:
+            cfg = train_config(a, device=opts.device, threads=opts.threads)
+            result = train(cfg, callback)
+        except (TrainError, ValueError, RuntimeError) as e:  # bad settings, CUDA errors, ...
+            reason = f"{type(e).__name__}: {e}"[:2000]
+            c.fail(trial_id, wid, reason)
+            log(f"{head} -> FAIL ({reason})")
+            return "FAIL"
+        seconds = time.perf_counter() - t0
+        if lost.is_set():
+            log(f"{head} -> lease lost after {seconds:.0f} s")
+            return "FAIL"
+        if stop.event.is_set() and not pruned:
+            c.fail(trial_id, wid, "worker stopped (signal)", retry=True)
+            log(f"{head} -> given back for a retry (signal)")
+            return "released"
+        final = result.final
+        metric = final["test_accuracy"] if maximize else final["test_loss"]
+        tail = f"{final['steps']} steps, {seconds:.1f} s"
+        if result.stopped == "diverged":
+            c.fail(trial_id, wid, f"diverged: the loss was not finite by step {final['steps']}")
+            log(f"{head} -> FAIL (diverged; {tail})")
+            return "FAIL"
+        if pruned:
+            c.complete(trial_id, wid, None, pruned=True)
+            log(f"{head} -> PRUNED at {metric:.3f} ({tail})")
+            return "PRUNED"
+        if not math.isfinite(metric):
+            c.fail(trial_id, wid, f"final metric is {metric}")
+            log(f"{head} -> FAIL (metric {metric})")
+            return "FAIL"
+        c.complete(trial_id, wid, float(metric))
+        log(f"{head} -> COMPLETE {metric:.3f} ({tail})")
+        return "COMPLETE"
+    finally:
+        done.set()
+        beat.join(timeout=30)
+
+
+def _heartbeat(
+    opts: WorkerOptions, trial_id: int, lease: float, done: threading.Event, lost: threading.Event
+) -> None:
+    with Client(opts.server, opts.token, retry_seconds=max(1.0, lease / 3)) as c:
+        while not done.wait(max(0.5, lease / 3)):
+            try:
+                c.heartbeat(trial_id, opts.worker_id)
+            except ApiError as e:
+                if e.status in (404, 409):  # expired and handed on, or the study deleted
+                    lost.set()
+                    return
+            except Exception:  # the server unreachable: the next beat tries again
+                continue
+
+
+def _short(params: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return " ".join(f"{k}={fmt(v)}" for k, v in params.items())

@@ -5,10 +5,11 @@ A lifecycle is claim (ask) + 3 intermediate reports + complete (tell). For SQLit
 
 1. raw Optuna ``ask`` / ``report`` / ``tell`` on an RDBStorage, one client;
 2. the same through a real ``isotune serve`` process (uvicorn) and the Python client, one client
-   (target: REST ≤ 2× raw per lifecycle);
+   (target: REST ≤ 2× raw per lifecycle); raw and REST lifecycles alternate;
 3. 8 concurrent clients through REST (target on PostgreSQL: ≥ 50 lifecycles/s), with one server
-   process and, on PostgreSQL, with ``--workers 2``; beside it raw Optuna from 8 threads, and the
-   CPU seconds each process group spent per lifecycle (server, PostgreSQL, clients);
+   process and, on PostgreSQL, with ``--workers 4``, each the median of 3 runs; beside it raw
+   Optuna from 8 threads, and the CPU seconds each process group spent per lifecycle (server,
+   PostgreSQL, clients);
 4. claim latency with 100 and with 10,000 trials already in the study (target: ≤ 2×).
 
 Random sampling throughout, so that the numbers measure the service, not a sampler's cost.
@@ -46,6 +47,10 @@ from tests.pg import postgres_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+#: Runs of each 8-client measurement (the report quotes their median).
+REPEATS = 3
+#: Server processes of the second 8-client measurement on PostgreSQL (``--workers``).
+SERVER_PROCESSES = 4
 
 
 def spec(name: str, budget: int) -> dict:
@@ -93,21 +98,14 @@ def serve(url: str, workers: int = 1):
             proc.wait()
 
 
-def raw_lifecycles(url: str, n: int) -> list[float]:
-    storage = optuna_storage(url)
-    study = optuna.create_study(
-        study_name="raw", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
-    )
+def raw_lifecycle(study: optuna.Study) -> float:
     dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        trial = study.ask(dist)
-        for step in range(3):
-            trial.report(0.1 * step, step)
-        study.tell(trial, 0.5)
-        times.append(time.perf_counter() - t0)
-    return times
+    t0 = time.perf_counter()
+    trial = study.ask(dist)
+    for step in range(3):
+        trial.report(0.1 * step, step)
+    study.tell(trial, 0.5)
+    return time.perf_counter() - t0
 
 
 def rest_lifecycle(c: Client, study: str, worker: str) -> float:
@@ -178,6 +176,18 @@ def concurrent(base: str, study: str, clients: int, per: int, server_pid: int) -
     return {"per_s": n / wall, "cpu_ms": {"server": ms[0], "postgresql": ms[1], "clients": ms[2]}}
 
 
+def repeated(base: str, study: str, per: int, server_pid: int) -> dict:
+    """:func:`concurrent` with 8 clients, :data:`REPEATS` times: medians, and every run."""
+    runs = [concurrent(base, f"{study}{k}", 8, per, server_pid) for k in range(REPEATS)]
+    return {
+        "per_s": statistics.median(r["per_s"] for r in runs),
+        "cpu_ms": {
+            key: statistics.median(r["cpu_ms"][key] for r in runs) for key in runs[0]["cpu_ms"]
+        },
+        "runs_per_s": [r["per_s"] for r in runs],
+    }
+
+
 def raw_concurrent(url: str, clients: int, per: int) -> float:
     """Raw Optuna ask/report/tell from ``clients`` threads of one process: lifecycles/s."""
     storage = optuna_storage(url)
@@ -207,17 +217,24 @@ def raw_concurrent(url: str, clients: int, per: int) -> float:
 
 def measure(url: str, n: int, postgresql: bool) -> dict:
     upgrade(url)
-    raw = raw_lifecycles(url, n)
-    out: dict = {"raw_ms": 1e3 * statistics.median(raw)}
+    out: dict = {}
     per = max(4, n // 4)
     out["raw8_per_s"] = raw_concurrent(url, 8, per)
     with serve(url) as (base, pid):
+        # raw and REST lifecycles alternate, so that both meet the same machine conditions
+        raw_study = optuna.create_study(
+            study_name="raw", storage=optuna_storage(url), sampler=optuna.samplers.RandomSampler(0)
+        )
+        raw, rest = [], []
         with Client(base) as c:
             c.create_study(spec("one", n + 5))
-            rest = [rest_lifecycle(c, "one", "w") for _ in range(n)]
+            for _ in range(n):
+                raw.append(raw_lifecycle(raw_study))
+                rest.append(rest_lifecycle(c, "one", "w"))
+        out["raw_ms"] = 1e3 * statistics.median(raw)
         out["rest_ms"] = 1e3 * statistics.median(rest)
         out["ratio"] = out["rest_ms"] / out["raw_ms"]
-        out["concurrent8"] = concurrent(base, "eight", 8, per, pid)
+        out["concurrent8"] = repeated(base, "eight", per, pid)
         # claim latency against the study's size
         storage = optuna_storage(url)
         dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
@@ -242,8 +259,8 @@ def measure(url: str, n: int, postgresql: bool) -> dict:
             out[f"claim_ms_{size}"] = 1e3 * statistics.median(lat)
         out["claim_ratio"] = out["claim_ms_10000"] / out["claim_ms_100"]
     if postgresql:  # several server processes share one PostgreSQL
-        with serve(url, workers=2) as (base, pid):
-            out["concurrent8_workers2"] = concurrent(base, "eight2", 8, per, pid)
+        with serve(url, workers=SERVER_PROCESSES) as (base, pid):
+            out["concurrent8_workers"] = repeated(base, "eightw", per, pid)
     return out
 
 
@@ -287,8 +304,9 @@ def main() -> None:
         )
     lines += [
         "",
-        "8 concurrent clients (threads of one process), lifecycles per second, and the CPU time",
-        "spent per lifecycle by each group of processes:",
+        "8 concurrent clients (threads of one process), lifecycles per second (median of "
+        f"{REPEATS} runs; every run in the JSON), and the CPU time spent per lifecycle by each "
+        "group of processes:",
         "",
         "| backend | setup | lifecycles/s | server CPU (ms) | PostgreSQL CPU (ms) | "
         "client CPU (ms) |",
@@ -297,8 +315,8 @@ def main() -> None:
     for b, r in results.items():
         lines.append(f"| {b} | raw Optuna, 8 threads | {r['raw8_per_s']:.1f} | | | |")
         runs = [("REST, 1 server process", r["concurrent8"])]
-        if "concurrent8_workers2" in r:
-            runs.append(("REST, `--workers 2`", r["concurrent8_workers2"]))
+        if "concurrent8_workers" in r:
+            runs.append((f"REST, `--workers {SERVER_PROCESSES}`", r["concurrent8_workers"]))
         for label, c in runs:
             cpu = c["cpu_ms"]
             pg = f"{cpu['postgresql']:.1f}" if b == "postgresql" else "–"

@@ -549,14 +549,6 @@ class Service:
             trial = info.study.ask(info.distributions)
             retried = ATTEMPT_ATTR in trial.user_attrs  # a re-enqueued trial carries its attempt
             attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
-            theory = None
-            if info.prior is not None:
-                if isinstance(sampler, PriorSampler):
-                    theory = sampler.numbers.pop(trial._trial_id, None)
-                # the control's trials, and retries (their point was not proposed), computed here
-                theory = theory or info.prior.numbers(trial.params)
-                trial.set_user_attr(THEORY_ATTR, theory)
-            trial.set_user_attr("isotune_worker", worker_id)
             t0 = now()
             lease = Lease(
                 trial_id=trial._trial_id,
@@ -577,20 +569,26 @@ class Service:
                         .where(StudyRecord.name == name, StudyRecord.waiting > 0)
                         .values(waiting=StudyRecord.waiting - 1)
                     )
-            self._remember(
-                lease.trial_id,
-                _Held(
-                    study_name=name,
-                    worker_id=worker_id,
-                    attempt=attempt,
-                    trial_number=lease.trial_number,
-                    optuna_id=info.optuna_id,
-                    expires_at=lease.expires_at,
-                ),
-            )
-            return ClaimResponse(
-                status="assigned", trial=self._assignment(info, lease, trial.params, theory)
-            )
+        # the trial is leased: the rest needs no lock (other claims wait less)
+        self._remember(
+            lease.trial_id,
+            _Held(
+                study_name=name,
+                worker_id=worker_id,
+                attempt=attempt,
+                trial_number=lease.trial_number,
+                optuna_id=info.optuna_id,
+                expires_at=lease.expires_at,
+            ),
+        )
+        theory = None
+        if info.prior is not None:
+            theory = info.prior.numbers(trial.params)
+            trial.set_user_attr(THEORY_ATTR, theory)
+        trial.set_user_attr("isotune_worker", worker_id)
+        return ClaimResponse(
+            status="assigned", trial=self._assignment(info, lease, trial.params, theory)
+        )
 
     def _saw_worker(
         self, session: Session, worker_id: str, capabilities: dict[str, Any], at: datetime

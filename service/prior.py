@@ -331,8 +331,7 @@ class PriorSampler(BaseSampler):
     """A base sampler under a :class:`Prior`: the whole space is sampled as one "relative" point,
     so that feasibility (a joint property) is decided before anything is stored.
 
-    ``n_trials`` (trials so far) sets the soft prior's decay. After a proposal, the theory's numbers
-    of the point handed out wait in :attr:`numbers` under the trial's id.
+    ``n_trials`` (trials so far) sets the soft prior's decay.
     """
 
     def __init__(
@@ -341,7 +340,6 @@ class PriorSampler(BaseSampler):
     ) -> None:  # fmt: skip
         self.base, self.prior, self.space, self.n_trials = base, prior, dict(space), n_trials
         self.rng = np.random.default_rng(seed)
-        self.numbers: dict[int, dict[str, Any]] = {}
         self.redraws = 0
         self.repairs = 0
 
@@ -392,7 +390,6 @@ class PriorSampler(BaseSampler):
             chosen = pool[int(self.rng.choice(len(pool), p=weights / weights.sum()))]
         else:
             chosen = self._restrict(study, trial, first)
-        self.numbers[trial._trial_id] = self.prior.numbers(chosen)
         return chosen
 
     def _restrict(

@@ -161,22 +161,27 @@ class Prior:
 
         lo, hi = float(point[self.gate_param]), float(dist.high)
         grid = np.linspace(lo, hi, SCAN)
+        known = None  # the smallest value found feasible so far
         for _ in range(3):  # scan, then refine the first bracket twice
             ok = good([{**point, self.gate_param: b} for b in grid])
-            if not ok.any():
-                return None
+            if not ok.any():  # on the boundary the solver's last digits can flip the answer
+                break
             first = int(np.argmax(ok))
+            known = float(grid[first])
             if first == 0:
                 break
             grid = np.linspace(grid[first - 1], grid[first], SCAN)
-        value = _on_grid(dist, float(grid[int(np.argmax(ok))]))
-        fixed = {**point, self.gate_param: value}
-        if not good([fixed])[0]:  # rounding to the step fell short: next step up
-            step = (dist.step or (1 if isinstance(dist, IntDistribution) else 0)) or 0
-            if not step or value + step > dist.high:
-                return None
-            fixed[self.gate_param] = _on_grid(dist, value + step)
-        return fixed
+        if known is None:
+            return None
+        # a hair inside the boundary, onto the distribution's step, and checked once more
+        step = dist.step or (1 if isinstance(dist, IntDistribution) else 0)
+        nudges = [1e-6, 1e-4, 1e-2] if not step else [0.0, float(step)]
+        for nudge in nudges:
+            value = _on_grid(dist, min(known + nudge * (1.0 if step else (hi - lo)), hi))
+            fixed = {**point, self.gate_param: value}
+            if good([fixed])[0]:
+                return fixed
+        return None
 
     def resample(self, point: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any] | None:
         """The point with a memory time drawn for it: log(c·ξ_C/T) uniform between 0 and what the

@@ -153,3 +153,21 @@ def test_claimed_trials_carry_the_theory_numbers(client: TestClient) -> None:
             assert theory["predicted_trainable"] and theory["xi_c"] >= 100 / MEASURED_C["lstm"]
         stored = client.get(f"/api/v1/trials/{got['trial']['trial_id']}").json()
         assert stored["user_attrs"]["isotune_theory"] == theory
+
+
+def test_repair_and_resample_land_inside_the_region_from_any_start() -> None:
+    """From 200 infeasible starts: ``repair`` lands just inside the boundary, every time (the
+    solver's last digits on the boundary must not make it give up), ``timescale`` spreads the
+    memory time over the feasible band."""
+    prior = study_prior(spec())
+    rng = np.random.default_rng(0)
+    repaired, resampled = [], []
+    for b in np.linspace(-2.0, 2.5, 200):
+        start = {"mu_f": float(b), "nu": 1.0, "sigma": 1.0, "lr": 1e-3}
+        repaired.append(prior.repair(start))
+        resampled.append(prior.resample(start, rng))
+    assert all(p is not None for p in repaired + resampled)
+    margins = prior.evaluate(repaired)["margin"]
+    assert (margins >= 0).all() and margins.max() < 1e-3
+    spread = prior.evaluate(resampled)["margin"]
+    assert (spread >= 0).all() and np.median(spread) > 0.5

@@ -136,7 +136,9 @@ def demo_cmd(
         typer.echo(
             f"{time.monotonic() - t0:.0f} s in all. The studies stay in {db}; to browse them:"
         )
-        typer.echo(f"  .venv/bin/optuna-dashboard sqlite:///{db}")
+        typer.echo(
+            f"  .venv/bin/optuna-dashboard sqlite:///{db}   # then open http://127.0.0.1:8080"
+        )
     finally:
         for p in [*procs, server]:
             _stop(p)

@@ -238,3 +238,39 @@ def test_server_survives_dropped_database_connections(pg_server) -> None:
         assert len(finished) == 6
         counts = c.study("real")["counts"]
     assert counts["COMPLETE"] == 6 and counts["RUNNING"] == 0
+
+
+def test_optuna_dashboard_reads_the_service_database(tmp_path: Path) -> None:
+    """The command ``isotune demo`` prints to browse its studies works on what the service wrote."""
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    with server(url) as base, Client(base, retry_seconds=5) as c:
+        c.create_study(SPEC)
+        t = c.claim("real", "w")["trial"]
+        c.complete(t["trial_id"], "w", 0.5)
+    port = free_port()
+    dashboard = Path(sys.executable).parent / "optuna-dashboard"
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        [str(dashboard), url, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "optuna-dashboard exited"
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "optuna-dashboard did not answer"
+            time.sleep(0.3)
+        names = [s["study_name"] for s in r.json()["study_summaries"]]
+        assert names == ["real"]
+        assert httpx.get(f"http://127.0.0.1:{port}/dashboard", timeout=5).status_code == 200
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        log.close()

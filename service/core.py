@@ -12,6 +12,7 @@ periodically in the server, so no trial stays RUNNING after its worker died.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import zlib
@@ -47,6 +48,8 @@ from workers.taskspec import TaskError, task_spec
 __all__ = ["Conflict", "Invalid", "NotFound", "Service", "study_prior"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+log = logging.getLogger("isotune.service")
 
 ATTEMPT_ATTR = "isotune_attempt"
 THEORY_ATTR = "isotune_theory"
@@ -402,10 +405,16 @@ class Service:
             )
         total = 0
         for name in names:
-            with self.study_lock(name):
-                total += self._reap(name)
+            try:
+                with self.study_lock(name):
+                    total += self._reap(name)
+            except Exception:  # one study's trouble must not stop the others' reaping
+                log.exception("reaping expired leases of study %r failed", name)
         for name, optuna_id in active:
-            total += self._reap_orphans(name, optuna_id)
+            try:
+                total += self._reap_orphans(name, optuna_id)
+            except Exception:
+                log.exception("reaping unleased trials of study %r failed", name)
         return total
 
     def _reap_orphans(self, name: str, optuna_id: int) -> int:

@@ -13,11 +13,11 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+from test_server import ROOT, server
 
 from meanfield import Config, Inputs, memory_check
 from service.client import Client
 from service.prior import MEASURED_C
-from tests.test_server import ROOT, server
 
 TRAINING = {"hidden": 16, "batch_size": 16, "steps": 200, "eval_every": 20, "eval_size": 64}
 

@@ -141,7 +141,10 @@ def demo_cmd(
         )
     finally:
         for p in [*procs, server]:
-            _stop(p)
+            try:
+                _stop(p)
+            except OSError as e:  # already gone: carry on stopping the others
+                typer.echo(f"stopping process {p.pid}: {e}", err=True)
         log.close()
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -44,6 +44,8 @@ __all__ = ["MAX_BODY_BYTES", "app_from_env", "create_app"]
 
 log = logging.getLogger("isotune.service")
 
+#: A trial id in a path (Optuna's ids are 32-bit integers on PostgreSQL).
+TrialId = Annotated[int, Path(ge=0, le=2**31 - 1)]
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 1_000_000
 #: Seconds between two passes of the background reaper.
@@ -181,7 +183,7 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         return service.list_trials(name, offset, limit)
 
     @app.get(v1 + "/trials/{trial_id}", dependencies=[reader])
-    def get_trial(trial_id: int) -> dict[str, Any]:
+    def get_trial(trial_id: TrialId) -> dict[str, Any]:
         return service.get_trial(trial_id)
 
     @app.post(v1 + "/studies/{name}/claim", dependencies=[worker])
@@ -189,21 +191,21 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         return service.claim(name, body.worker_id, body.capabilities)
 
     @app.post(v1 + "/trials/{trial_id}/heartbeat", dependencies=[worker])
-    def heartbeat(trial_id: int, body: HeartbeatRequest) -> dict[str, Any]:
+    def heartbeat(trial_id: TrialId, body: HeartbeatRequest) -> dict[str, Any]:
         return service.heartbeat(trial_id, body.worker_id)
 
     @app.post(v1 + "/trials/{trial_id}/report", dependencies=[worker])
-    def report(trial_id: int, body: ReportRequest) -> ReportResponse:
+    def report(trial_id: TrialId, body: ReportRequest) -> ReportResponse:
         points = [(p.step, p.value) for p in body.values]
         return ReportResponse(**service.report(trial_id, body.worker_id, points))
 
     @app.post(v1 + "/trials/{trial_id}/complete", dependencies=[worker])
-    def complete(trial_id: int, body: CompleteRequest) -> TrialOutcome:
+    def complete(trial_id: TrialId, body: CompleteRequest) -> TrialOutcome:
         state = TrialState.PRUNED if body.pruned else TrialState.COMPLETE
         return service.finish(trial_id, body.worker_id, state, body.value)
 
     @app.post(v1 + "/trials/{trial_id}/fail", dependencies=[worker])
-    def fail(trial_id: int, body: FailRequest) -> TrialOutcome:
+    def fail(trial_id: TrialId, body: FailRequest) -> TrialOutcome:
         return service.finish(
             trial_id, body.worker_id, TrialState.FAIL, reason=body.reason, retry=body.retry
         )

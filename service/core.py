@@ -314,17 +314,21 @@ class Service:
                 )
             except optuna.exceptions.DuplicatedStudyError:
                 raise Conflict("name", spec.name, "an Optuna study of that name exists") from None
-            study.set_user_attr("isotune_spec", spec.model_dump(mode="json"))
-            with self.sessions.begin() as session:
-                session.add(
-                    StudyRecord(
-                        name=spec.name,
-                        optuna_study_id=study._study_id,
-                        spec=spec.model_dump(mode="json"),
-                        state="active",
-                        created_at=now(),
+            try:
+                study.set_user_attr("isotune_spec", spec.model_dump(mode="json"))
+                with self.sessions.begin() as session:
+                    session.add(
+                        StudyRecord(
+                            name=spec.name,
+                            optuna_study_id=study._study_id,
+                            spec=spec.model_dump(mode="json"),
+                            state="active",
+                            created_at=now(),
+                        )
                     )
-                )
+            except Exception:  # no Optuna study without its record: the name stays free
+                optuna.delete_study(study_name=spec.name, storage=self.storage)
+                raise
         return self.get_study(spec.name)
 
     def list_studies(self) -> list[dict[str, Any]]:
@@ -460,7 +464,25 @@ class Service:
         if not expired:
             return 0
         spec, _ = self._spec(name)
+        # claim the expired leases first: a heartbeat that renewed one meanwhile keeps it
+        cutoff = now()
+        with self.sessions.begin() as session:
+            taken = set(
+                session.scalars(
+                    update(Lease)
+                    .where(
+                        Lease.trial_id.in_([x.trial_id for x in expired]),
+                        Lease.state == "active",
+                        Lease.expires_at < cutoff,
+                    )
+                    .values(state="expired")
+                    .returning(Lease.trial_id)
+                )
+            )
         for lease in expired:
+            if lease.trial_id not in taken:
+                continue
+            self._held.pop(lease.trial_id, None)
             trial = self.storage.get_trial(lease.trial_id)
             if trial.state != TrialState.RUNNING:
                 continue
@@ -471,13 +493,7 @@ class Service:
                 continue  # its worker finished it a moment ago
             if lease.attempt <= spec.retries:
                 self._enqueue(name, trial.params, lease.attempt + 1)
-        with self.sessions.begin() as session:
-            session.execute(
-                update(Lease)
-                .where(Lease.trial_id.in_([x.trial_id for x in expired]), Lease.state == "active")
-                .values(state="expired")
-            )
-        return len(expired)
+        return len(taken)
 
     def _enqueue(self, name: str, params: dict[str, Any], attempt: int) -> None:
         """Re-enqueue ``params`` (caller holds the study lock). The count goes up first: should
@@ -531,16 +547,23 @@ class Service:
                         .with_only_columns(Lease.trial_id)
                         .limit(1)
                     )
-            if mine is not None:  # a restarted worker gets its trial back
-                with self.sessions.begin() as session:
-                    self._saw_worker(session, worker_id, capabilities, t0)
-                    lease = session.get(Lease, mine)
-                    session.expunge(lease)
+                    waiting = session.scalar(
+                        select(StudyRecord.waiting).where(StudyRecord.name == name)
+                    )
+            if mine is not None:  # a restarted worker gets its trial back, if it still runs
                 trial = self.storage.get_trial(mine)
-                theory = trial.user_attrs.get(THEORY_ATTR)
-                return ClaimResponse(
-                    status="assigned", trial=self._assignment(info, lease, trial.params, theory)
-                )
+                if trial.state != TrialState.RUNNING:  # finished, its lease left behind
+                    self._close(mine)
+                else:
+                    with self.sessions.begin() as session:
+                        self._saw_worker(session, worker_id, capabilities, t0)
+                        lease = session.get(Lease, mine)
+                        session.expunge(lease)
+                    theory = trial.user_attrs.get(THEORY_ATTR)
+                    return ClaimResponse(
+                        status="assigned",
+                        trial=self._assignment(info, lease, trial.params, theory),
+                    )
             if fresh >= info.spec.budget:  # only re-enqueued parameters are left to try
                 sid = info.optuna_id
                 if not self.rdb.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,)):
@@ -592,8 +615,12 @@ class Service:
         )
         theory = None
         if info.prior is not None:
-            theory = info.prior.numbers(trial.params)
-            trial.set_user_attr(THEORY_ATTR, theory)
+            try:
+                theory = info.prior.numbers(trial.params)
+            except MeanFieldError:  # the theory has no answer here: the trial runs without
+                log.warning("no theory numbers for trial %s of %r", trial._trial_id, name)
+            else:
+                trial.set_user_attr(THEORY_ATTR, theory)
         trial.set_user_attr("isotune_worker", worker_id)
         return ClaimResponse(
             status="assigned", trial=self._assignment(info, lease, trial.params, theory)
@@ -690,22 +717,26 @@ class Service:
             self._held.clear()
         self._held[trial_id] = held
 
-    def _extend(self, trial_id: int, seconds: float) -> datetime:
+    def _extend(self, trial_id: int, seconds: float) -> datetime | None:
+        """Renew an active lease; None if it is no longer active (reaped meanwhile)."""
         until = now() + timedelta(seconds=seconds)
         with self.sessions.begin() as session:
-            session.execute(
+            done = session.execute(
                 update(Lease)
                 .where(Lease.trial_id == trial_id, Lease.state == "active")
                 .values(expires_at=until)
             )
-        return until
+        return until if done.rowcount else None  # type: ignore[attr-defined]
 
     def heartbeat(self, trial_id: int, worker_id: str) -> dict[str, Any]:
         lease, info = self._lease(trial_id, worker_id, fresh=True)
         if lease.state != "active":
             raise Conflict("trial", trial_id, f"lease is {lease.state}")
-        lease.expires_at = self._extend(trial_id, info.spec.lease_seconds)
-        return {"lease_expires": lease.expires_at.isoformat()}
+        until = self._extend(trial_id, info.spec.lease_seconds)
+        if until is None:
+            raise Conflict("trial", trial_id, "lease is expired")
+        lease.expires_at = until
+        return {"lease_expires": until.isoformat()}
 
     def report(self, trial_id: int, worker_id: str, points: list[tuple[int, float]]) -> dict:
         """Record intermediate values; answer whether the pruner stops the trial. A report also
@@ -729,7 +760,7 @@ class Service:
             prune = bool(study.pruner.prune(study, self._trial(trial_id)))
         seconds = info.spec.lease_seconds
         if lease.expires_at - now() < timedelta(seconds=0.9 * seconds):
-            lease.expires_at = self._extend(trial_id, seconds)
+            lease.expires_at = self._extend(trial_id, seconds) or lease.expires_at
         return {"prune": prune, "state": TrialState.RUNNING.name}
 
     def finish(
@@ -754,6 +785,7 @@ class Service:
             if state == TrialState.PRUNED or requeue:  # needs the trial's values or parameters
                 trial = self._trial(trial_id)
                 if trial.state in FINISHED:
+                    self._close(trial_id)
                     return self._outcome(trial_id)
                 params = trial.params
                 if state == TrialState.PRUNED and trial.intermediate_values:
@@ -763,26 +795,31 @@ class Service:
                     self.storage.set_trial_user_attr(trial_id, "isotune_fail", reason)
                 self.storage.set_trial_state_values(trial_id, state, values)
             except optuna.exceptions.UpdateFinishedTrialError:  # finished before, or reaped
-                self._held.pop(trial_id, None)
+                # (a repeated call after a lost answer: the lease must not stay active)
+                self._close(trial_id)
                 return self._outcome(trial_id)
             except KeyError:  # its study was deleted
                 self._held.pop(trial_id, None)
                 raise NotFound("trial", trial_id) from None
-            self._held.pop(trial_id, None)
             if requeue:
                 self._enqueue(lease.study_name, params, lease.attempt + 1)
-            with self.sessions.begin() as session:
-                session.execute(
-                    update(Lease)
-                    .where(Lease.trial_id == trial_id, Lease.state == "active")
-                    .values(state="released" if retry else "finished")
-                )
+            self._close(trial_id, "released" if retry else "finished")
         return TrialOutcome(
             trial_id=trial_id,
             number=lease.trial_number,
             state=state.name,
             value=_finite(values[0]) if values else None,
         )
+
+    def _close(self, trial_id: int, state: str = "finished") -> None:
+        """End a lease whose trial is finished (if it is still active)."""
+        self._held.pop(trial_id, None)
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Lease)
+                .where(Lease.trial_id == trial_id, Lease.state == "active")
+                .values(state=state)
+            )
 
     def _trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         try:

@@ -40,7 +40,15 @@ from optuna.distributions import (
 )
 from optuna.samplers import BaseSampler
 
-from meanfield import MEMORY_GATE, Config, Inputs, fixed_point, isometry, memory_time_scale
+from meanfield import (
+    MEMORY_GATE,
+    Config,
+    Inputs,
+    MeanFieldError,
+    fixed_point,
+    isometry,
+    memory_time_scale,
+)
 from meanfield.params import CELLS, HYPERPARAMETERS
 
 __all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "theory_names"]
@@ -144,10 +152,16 @@ class Prior:
             p = 1.0 / (1.0 + np.exp(-np.nan_to_num(margin, nan=-50.0) / self.width))
         return p
 
+    def log_density(self, margin: np.ndarray) -> np.ndarray:
+        """log π(x), computed without underflow (−log(1 + e^(−m/w)))."""
+        m = np.nan_to_num(np.asarray(margin, float), nan=-50.0, neginf=-50.0, posinf=50.0)
+        return -np.logaddexp(0.0, -m / self.width)
+
     def soft_weights(self, margin: np.ndarray, n_trials: int) -> np.ndarray:
-        """πBO's weights π(x)^(β/n), n = trials so far + 1: the prior fades as data accumulates."""
-        exponent = self.confidence / (n_trials + 1)
-        return np.power(np.maximum(self.density(margin), 1e-300), exponent)
+        """πBO's weights π(x)^(β/n), n = trials so far + 1: the prior fades as data accumulates.
+        Scaled so that the largest is 1 (they are only compared), never all zero."""
+        log_w = self.log_density(margin) * (self.confidence / (n_trials + 1))
+        return np.exp(log_w - log_w.max())
 
     def repair(self, point: Mapping[str, Any], margin: float = 0.0) -> dict[str, Any] | None:
         """The point with its memory-gate bias raised to the smallest value in range that is
@@ -271,6 +285,12 @@ def build_prior(
     for name in names:
         if isinstance(space[name], CategoricalDistribution):
             raise PriorError(f"space.{name}", "categorical", "the prior needs a numeric range")
+    for side in ("low", "high"):  # the engine refuses e.g. a negative weight scale: say so now
+        corner = {n: _edge(space[n], side) for n in names}
+        try:
+            prior.evaluate([corner])
+        except MeanFieldError as e:
+            raise PriorError(f"space.{e.field}", e.value, e.reason) from None
     if spec.mode == "restrict":
         if gate not in space:
             raise PriorError(
@@ -294,9 +314,15 @@ def _check_region(prior: Prior, seed: int) -> None:
         points.append({**{n: _edge(prior.space[n], side) for n in prior.names}, gate: top})
     got = prior.evaluate(points)
     if got["ok"].any():
-        best = int(np.argmax(np.where(got["ok"], got["xi_c"], -np.inf)))
-        prior.witness = dict(points[best])
-        return
+        order = np.argsort(-np.where(got["ok"], got["xi_c"], -np.inf))
+        for index in order[: min(16, int(got["ok"].sum()))]:  # onto each grid, checked again
+            snapped = {
+                n: _on_grid(prior.space[n], float(v))  # type: ignore[arg-type]
+                for n, v in points[int(index)].items()
+            }
+            if prior.evaluate([snapped])["ok"][0]:
+                prior.witness = snapped
+                return
     finite = np.where(np.isfinite(got["xi_c"]), got["xi_c"], -np.inf)
     best = int(np.argmax(finite))
     largest = float(finite[best])

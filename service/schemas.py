@@ -77,6 +77,10 @@ class Distribution(_Strict):
             raise ValueError(f"step must be > 0, got {self.step}")
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise ValueError("int bounds must be whole numbers")
+        if self.type == "int" and self.step is not None and self.step != int(self.step):
+            raise ValueError(f"int step must be a whole number, got {self.step}")
+        if max(abs(self.low), abs(self.high)) > 1e15:
+            raise ValueError("bounds must lie within ±1e15")
         return self
 
 
@@ -130,6 +134,14 @@ class StudyCreate(_Strict):
     #: keyword arguments of the Optuna pruner, e.g. ``{"lower": 0.2, "n_warmup_steps": 200}`` for
     #: ``threshold`` (which needs ``lower`` or ``upper``)
     pruner_options: dict[str, float | int | None] = Field(default_factory=dict)
+
+    @field_validator("pruner_options")
+    @classmethod
+    def _options(cls, v: dict[str, float | int | None]) -> dict[str, float | int | None]:
+        for key, value in v.items():
+            _finite(f"pruner_options.{key}", value)
+        return v
+
     budget: Annotated[int, Field(ge=1, le=100_000)] = 20
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     lease_seconds: Annotated[float, Field(gt=0, le=86_400)] = 120.0
@@ -184,7 +196,7 @@ class HeartbeatRequest(WorkerRef):
 
 
 class ReportPoint(_Strict):
-    step: Annotated[int, Field(ge=0)]
+    step: Annotated[int, Field(ge=0, le=2**31 - 1)]
     value: float
 
     @field_validator("value")

@@ -98,10 +98,19 @@ def test_soft_weights_decay_as_trials_accumulate() -> None:
     assert density[2] == pytest.approx(0.5) and (np.diff(density) > 0).all()
     for n in (0, 1, 9, 99, 999):
         w = prior.soft_weights(margins, n)
-        np.testing.assert_allclose(w, density ** (10.0 / (n + 1)), rtol=1e-12)
+        expected = density ** (10.0 / (n + 1))
+        np.testing.assert_allclose(w, expected / expected.max(), rtol=1e-9)
     early, late = prior.soft_weights(margins, 0), prior.soft_weights(margins, 999)
     assert early[-1] / early[0] > 1e6  # at first the prior decides
     assert late[-1] / late[0] < 1.1  # after 1000 trials it hardly matters
+
+
+def test_soft_weights_never_all_vanish() -> None:
+    """A huge confidence, or candidates the theory gives no memory at all, still leave a choice."""
+    prior = study_prior(spec(prior={"mode": "soft", "confidence": 1e6}))
+    for margins in ([-0.5] * 8, [-np.inf] * 8, [np.nan, -3.0, -2.0]):
+        w = prior.soft_weights(np.array(margins), 0)
+        assert np.isfinite(w).all() and w.max() == 1.0
 
 
 def test_soft_prefers_feasible_points_early() -> None:
@@ -133,6 +142,17 @@ def test_restrict_needs_the_memory_gate_bias(client: TestClient) -> None:
     space = {k: v for k, v in SPACE.items() if k != "mu_f"}
     r = client.post("/api/v1/studies", json=spec(space=space).model_dump(mode="json"))
     assert r.status_code == 422 and r.json()["field"] == "prior.mode" and "mu_f" in r.text
+
+
+def test_a_range_the_theory_refuses_is_422_in_every_mode(client: TestClient) -> None:
+    for mode in ("soft", "restrict"):
+        bad = spec(
+            name=mode,
+            prior={"mode": mode},
+            space={**SPACE, "rho": {"type": "float", "low": -1.0, "high": 1.0}},
+        )
+        r = client.post("/api/v1/studies", json=bad.model_dump(mode="json"))
+        assert r.status_code == 422 and r.json()["field"] == "space.rho", r.text
 
 
 def test_bad_task_is_refused_naming_the_field(client: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.auth import create_token
-from service.models import StudyRecord
+from service.models import Lease, StudyRecord
 
 SPEC = {
     "name": "s1",
@@ -293,3 +294,60 @@ def test_concurrent_claims_never_share_a_trial(db_url: str) -> None:
             t.join(timeout=120)
         assert not errors
         assert len(got) == 32 and len(set(got)) == 32
+
+
+def test_a_finished_trial_is_never_handed_back(client: TestClient) -> None:
+    """Its completion recorded but the lease left active (the answer lost, the lease update
+    failed): the worker's next claim gets a new trial, and the stale lease is closed."""
+    create(client, budget=3)
+    first = claim(client, "w")["trial"]
+    client.post(f"{V1}/trials/{first['trial_id']}/complete", json={"worker_id": "w", "value": 1})
+    with client.app.state.service.sessions.begin() as session:
+        session.get(Lease, first["trial_id"]).state = "active"  # as if the update was lost
+    client.app.state.service._held.clear()
+    again = claim(client, "w")["trial"]
+    assert again["trial_id"] != first["trial_id"]
+    with client.app.state.service.sessions() as session:
+        assert session.get(Lease, first["trial_id"]).state == "finished"
+    # a repeated completion of the first trial answers its recorded value and changes nothing
+    r = client.post(
+        f"{V1}/trials/{first['trial_id']}/complete", json={"worker_id": "w", "value": 0}
+    )
+    assert r.json()["state"] == "COMPLETE" and r.json()["value"] == 1
+
+
+def test_heartbeat_after_the_reaper_is_a_conflict(client: TestClient) -> None:
+    create(client, lease_seconds=0.2, budget=1, retries=0)
+    t = claim(client, "w")["trial"]
+    time.sleep(0.4)
+    client.app.state.service.reap_all()
+    r = client.post(f"{V1}/trials/{t['trial_id']}/heartbeat", json={"worker_id": "w"})
+    assert r.status_code == 409 and "expired" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"space": {"h": {"type": "int", "low": 1, "high": 9, "step": 0.5}}}, "space"),
+        ({"space": {"x": {"type": "float", "low": 0, "high": 1e300}}}, "space"),
+        ({"pruner": "threshold", "pruner_options": {"lower": float("nan")}}, "pruner_options"),
+        ({"pruner": "median", "pruner_options": {"bogus": 1}}, "pruner_options"),
+    ],
+)
+def test_more_bad_specs_are_422(client: TestClient, change: dict, field: str) -> None:
+    body = json.dumps({**SPEC, **change})  # NaN written as JSON's common extension
+    r = client.post(V1 + "/studies", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and field in r.text
+    assert client.get(V1 + "/studies").json() == []
+
+
+def test_out_of_range_ids_and_steps_are_422(client: TestClient) -> None:
+    create(client)
+    t = claim(client, "w")["trial"]
+    r = client.post(f"{V1}/trials/{2**63}/heartbeat", json={"worker_id": "w"})
+    assert r.status_code == 422 and "trial_id" in r.text
+    r = client.post(
+        f"{V1}/trials/{t['trial_id']}/report",
+        json={"worker_id": "w", "values": [{"step": 2**40, "value": 0.5}]},
+    )
+    assert r.status_code == 422 and "step" in r.text

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
+import httpx
+
 from meanfield.params import HYPERPARAMETERS
 from service.client import ApiError, Client
 from workers.train import TrainConfig, TrainError, train
@@ -157,10 +159,18 @@ def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[
     return counts
 
 
+class _Lost(Exception):
+    """The trial is no longer this worker's (reaped, finished elsewhere, or its study deleted)."""
+
+
 def _run_trial(
     c: Client, opts: WorkerOptions, a: dict[str, Any], stop: _Stop, log: Callable[[str], None]
 ) -> str:
     trial_id, wid = a["trial_id"], opts.worker_id
+    head = f"{a['study']} trial {a['number']} (attempt {a['attempt']}) {_short(a['params'])}"
+    if stop.event.is_set():  # the signal came during the claim: give the trial straight back
+        _give_back(c, trial_id, wid, log, head)
+        return "released"
     maximize = a["direction"] == "maximize"
     lost = threading.Event()  # the lease went to someone else: stop, report nothing more
     done = threading.Event()
@@ -175,52 +185,92 @@ def _run_trial(
             return False
         value = row["test_accuracy"] if maximize else row["test_loss"]
         if math.isfinite(value):
-            if c.report(trial_id, wid, [(int(row["step"]), float(value))])["prune"]:
+            got = _call(lambda: c.report(trial_id, wid, [(int(row["step"]), float(value))]))
+            if got["state"] != "RUNNING":  # failed by the reaper, or finished elsewhere
+                lost.set()
+                return False
+            if got["prune"]:
                 pruned = True
                 return False
         return not stop.event.is_set()
 
     t0 = time.perf_counter()
-    head = f"{a['study']} trial {a['number']} (attempt {a['attempt']}) {_short(a['params'])}"
     beat.start()
     try:
         try:
             cfg = train_config(a, device=opts.device, threads=opts.threads)
             result = train(cfg, callback)
+        except _Lost as e:
+            log(f"{head} -> no longer ours ({e})")
+            return "FAIL"
+        except (ApiError, httpx.TransportError) as e:  # the server, not the training
+            _give_back(c, trial_id, wid, log, head, f"server trouble: {e}"[:2000])
+            return "released"
         except (TrainError, ValueError, RuntimeError) as e:  # bad settings, CUDA errors, ...
             reason = f"{type(e).__name__}: {e}"[:2000]
-            c.fail(trial_id, wid, reason)
+            _finish(c, log, lambda: c.fail(trial_id, wid, reason))
             log(f"{head} -> FAIL ({reason})")
             return "FAIL"
         seconds = time.perf_counter() - t0
         if lost.is_set():
             log(f"{head} -> lease lost after {seconds:.0f} s")
             return "FAIL"
-        if stop.event.is_set() and not pruned:
-            c.fail(trial_id, wid, "worker stopped (signal)", retry=True)
-            log(f"{head} -> given back for a retry (signal)")
+        if stop.event.is_set() and not pruned and result.stopped == "callback":
+            _give_back(c, trial_id, wid, log, head)
             return "released"
         final = result.final
         metric = final["test_accuracy"] if maximize else final["test_loss"]
         tail = f"{final['steps']} steps, {seconds:.1f} s"
         if result.stopped == "diverged":
-            c.fail(trial_id, wid, f"diverged: the loss was not finite by step {final['steps']}")
+            why = f"diverged: the loss was not finite by step {final['steps']}"
+            _finish(c, log, lambda: c.fail(trial_id, wid, why))
             log(f"{head} -> FAIL (diverged; {tail})")
             return "FAIL"
         if pruned:
-            c.complete(trial_id, wid, None, pruned=True)
+            _finish(c, log, lambda: c.complete(trial_id, wid, None, pruned=True))
             log(f"{head} -> PRUNED at {metric:.3f} ({tail})")
             return "PRUNED"
         if not math.isfinite(metric):
-            c.fail(trial_id, wid, f"final metric is {metric}")
+            _finish(c, log, lambda: c.fail(trial_id, wid, f"final metric is {metric}"))
             log(f"{head} -> FAIL (metric {metric})")
             return "FAIL"
-        c.complete(trial_id, wid, float(metric))
+        _finish(c, log, lambda: c.complete(trial_id, wid, float(metric)))
         log(f"{head} -> COMPLETE {metric:.3f} ({tail})")
         return "COMPLETE"
     finally:
         done.set()
         beat.join(timeout=30)
+
+
+def _call(request: Callable[[], Any]) -> Any:
+    """A request about the worker's trial: 404/409 mean the trial is no longer ours."""
+    try:
+        return request()
+    except ApiError as e:
+        if e.status in (404, 409):
+            raise _Lost(f"HTTP {e.status}: {e.detail}") from None
+        raise
+
+
+def _finish(c: Client, log: Callable[[str], None], request: Callable[[], Any]) -> None:
+    """Complete or fail; an answer that does not come (after the client's retries) is logged:
+    the lease then expires and the trial is retried elsewhere."""
+    try:
+        request()
+    except (ApiError, httpx.TransportError) as e:
+        log(f"could not record the outcome ({e}); the lease will expire and the trial retried")
+
+
+def _give_back(
+    c: Client,
+    trial_id: int,
+    wid: str,
+    log: Callable[[str], None],
+    head: str,
+    why: str = "worker stopped (signal)",
+) -> None:
+    _finish(c, log, lambda: c.fail(trial_id, wid, why, retry=True))
+    log(f"{head} -> given back for a retry ({why})")
 
 
 def _heartbeat(

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from cli.demo import demo_cmd
-from cli.study import db_app, serve_cmd, study_app, token_app
+from cli.study import dashboard_cmd, db_app, serve_cmd, study_app, token_app
 from cli.theory import theory_app
 from cli.train import train_cmd
 from cli.trainmap import trainmap_cmd
@@ -81,6 +81,9 @@ app.command(
     short_help="Grid of init × T training runs; fits the constant c of T ≤ c·ξ_C.",
 )(trainmap_cmd)
 app.command("serve", short_help="Run the REST API server.")(serve_cmd)
+app.command("dashboard", short_help="Run optuna-dashboard on the service's database.")(
+    dashboard_cmd
+)
 app.command("demo", short_help="A restricted and a control study, end to end.")(demo_cmd)
 app.command("worker", short_help="Pull trials from a server, train them, report.")(worker_cmd)
 app.add_typer(study_app, name="study")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["db_app", "serve_cmd", "study_app", "token_app"]
+__all__ = ["dashboard_cmd", "db_app", "serve_cmd", "study_app", "token_app"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -126,6 +126,33 @@ def serve_cmd(
     finally:
         if lock is not None:
             lock.close()
+
+
+def dashboard_cmd(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    database_url: DbOpt = None,
+    artifact_dir: Annotated[
+        Path, typer.Option("--artifact-dir", help="Artifact store (files the studies attach).")
+    ] = Path("artifacts"),
+) -> None:
+    """Run optuna-dashboard on the service's database. It has no authentication of its own:
+    keep it on loopback, or behind something that checks who is asking."""
+    import optuna
+    from optuna_dashboard import run_server
+
+    from service.db import database_url as resolve
+    from service.db import optuna_storage, redact
+
+    url = resolve(database_url)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
+    typer.echo(
+        f"optuna-dashboard on http://{host}:{port}/dashboard, database {redact(url)}, "
+        f"artifacts in {artifact_dir}",
+        err=True,
+    )
+    run_server(optuna_storage(url), host=host, port=port, artifact_store=store)
 
 
 class OptionError(ValueError):

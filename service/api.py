@@ -26,7 +26,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ROLE_RANK, lookup_role
 from service.core import Conflict, Invalid, NotFound, Service
-from service.db import ENV_VAR, is_sqlite, make_engine, optuna_storage, session_factory
+from service.db import (
+    ENV_VAR,
+    DatabaseError,
+    is_sqlite,
+    make_engine,
+    optuna_storage,
+    ping,
+    session_factory,
+)
 from service.migrate import upgrade
 from service.schemas import (
     ClaimRequest,
@@ -152,7 +160,17 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
 
     @app.get(v1 + "/health")
     def health() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get(v1 + "/ready", responses={503: {"description": "the database is unreachable"}})
+    def ready() -> JSONResponse:
+        """Readiness: the database answers (503 with the reason otherwise)."""
+        try:
+            ping(engine)
+        except DatabaseError as e:
+            return JSONResponse({"status": "unavailable", "detail": e.reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.post(v1 + "/studies", status_code=201, dependencies=[admin])
     def create_study(spec: StudyCreate) -> dict[str, Any]:

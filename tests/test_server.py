@@ -240,36 +240,38 @@ def test_server_survives_dropped_database_connections(pg_server) -> None:
     assert counts["COMPLETE"] == 6 and counts["RUNNING"] == 0
 
 
-def test_optuna_dashboard_reads_the_service_database(tmp_path: Path) -> None:
-    """The command ``isotune demo`` prints to browse its studies works on what the service wrote."""
+def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
+    """``isotune dashboard`` (optuna-dashboard on the service's database and an artifact store)
+    answers with the study, compressed as browsers ask for it."""
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     with server(url) as base, Client(base, retry_seconds=5) as c:
         c.create_study(SPEC)
         t = c.claim("real", "w")["trial"]
         c.complete(t["trial_id"], "w", 0.5)
     port = free_port()
-    dashboard = Path(sys.executable).parent / "optuna-dashboard"
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [str(dashboard), url, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=log,
-    )
+        [sys.executable, "-m", "cli.main", "dashboard", "--database-url", url, "--port", str(port),
+         "--artifact-dir", str(tmp_path / "artifacts")],
+        cwd=ROOT, stdout=log, stderr=log,
+    )  # fmt: skip
+    headers = {"Accept-Encoding": "gzip, deflate, br"}
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, "optuna-dashboard exited"
+            assert proc.poll() is None, "isotune dashboard exited"
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=2)
+                r = httpx.get(f"http://127.0.0.1:{port}/api/studies", headers=headers, timeout=2)
                 if r.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "optuna-dashboard did not answer"
+            assert time.monotonic() < deadline, "isotune dashboard did not answer"
             time.sleep(0.3)
-        names = [s["study_name"] for s in r.json()["study_summaries"]]
-        assert names == ["real"]
-        assert httpx.get(f"http://127.0.0.1:{port}/dashboard", timeout=5).status_code == 200
+        assert [s["study_name"] for s in r.json()["study_summaries"]] == ["real"]
+        page = httpx.get(f"http://127.0.0.1:{port}/dashboard", headers=headers, timeout=5)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert (tmp_path / "artifacts").is_dir()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)

@@ -351,3 +351,19 @@ def test_out_of_range_ids_and_steps_are_422(client: TestClient) -> None:
         json={"worker_id": "w", "values": [{"step": 2**40, "value": 0.5}]},
     )
     assert r.status_code == 422 and "step" in r.text
+
+
+def test_liveness_and_readiness(client: TestClient) -> None:
+    assert client.get(V1 + "/health").json() == {"status": "ok"}
+    assert client.get(V1 + "/ready").json() == {"status": "ready"}
+
+
+def test_not_ready_while_the_database_is_unreachable(pg_server) -> None:
+    name = pg_server.create_database()
+    with TestClient(create_app(pg_server.url_for(name), auth=False)) as c:
+        assert c.get(V1 + "/ready").status_code == 200
+        pg_server.drop_database(name)  # the database goes away under a running server
+        assert c.get(V1 + "/health").status_code == 200  # still alive
+        r = c.get(V1 + "/ready")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"
+        assert r.json()["detail"].startswith("cannot connect")

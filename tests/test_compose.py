@@ -1,0 +1,106 @@
+"""docker-compose.yml and the Dockerfiles, checked without a Docker engine (none runs here): the
+services, their wiring, and every ``isotune`` command in them parsed by the real command line."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+from cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def parse(args: list[str]) -> Any:
+    """Parse ``isotune ARGS`` as the CLI would, without running anything: an unknown command or
+    option, or a bad value, raises. Returns the command's context (``.params``)."""
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("isotune", [], resilient_parsing=True)
+    words = list(args)
+    while hasattr(cmd, "get_command"):  # a group: descend into the named command
+        assert words and not words[0].startswith("-"), f"no command in {args}"
+        sub = cmd.get_command(ctx, words[0])
+        assert sub is not None, f"no such command: {words[0]}"
+        cmd, name, words = sub, words[0], words[1:]
+        ctx = cmd.make_context(name, [], parent=ctx, resilient_parsing=True)
+    return cmd.make_context(ctx.info_name, words, parent=ctx.parent)
+
+
+def substitute(words: list[str]) -> list[str]:
+    """Compose's ``${VAR:?message}`` / ``${VAR}`` with a placeholder value."""
+    return [re.sub(r"\$\{[A-Z_]+(:\?[^}]*)?\}", "placeholder", w) for w in words]
+
+
+def test_services_and_wiring() -> None:
+    assert set(SERVICES) == {"postgres", "migrate", "server", "dashboard", "worker"}
+    pg = SERVICES["postgres"]
+    assert pg["image"].startswith("postgres:") and "pg_isready" in " ".join(
+        pg["healthcheck"]["test"]
+    )
+    assert "pgdata:/var/lib/postgresql/data" in pg["volumes"]
+    assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("server", "dashboard"):
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+    assert SERVICES["server"]["ports"] == ["8000:8000"]
+    assert SERVICES["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]  # no auth: loopback only
+    assert "artifacts:/artifacts" in SERVICES["dashboard"]["volumes"]
+    assert set(COMPOSE["volumes"]) == {"pgdata", "artifacts"}
+    worker = SERVICES["worker"]
+    assert worker["depends_on"]["server"]["condition"] == "service_healthy"
+    assert worker["environment"]["ISOTUNE_SERVER"] == "http://server:8000"
+    gpus = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert gpus == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "container_name" not in worker  # scalable: --scale worker=N
+    # one database URL for everyone, and the server image has no torch (the worker's has)
+    users = ("migrate", "server", "dashboard")
+    urls = {SERVICES[n]["environment"]["ISOTUNE_DATABASE_URL"] for n in users}
+    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql+psycopg://isotune:")
+    server_image = (ROOT / "docker/server.Dockerfile").read_text()
+    worker_image = (ROOT / "docker/worker.Dockerfile").read_text()
+    installs = [line for line in server_image.splitlines() if "pip install" in line]
+    assert installs and all("'.[service]'" in x and "worker" not in x for x in installs)
+    assert "'.[worker]'" in worker_image and re.search(r"FROM pytorch/pytorch:.*cuda", worker_image)
+
+
+@pytest.mark.parametrize("name", ["migrate", "server", "dashboard", "worker"])
+def test_compose_commands_parse(name: str) -> None:
+    words = substitute(SERVICES[name]["command"])
+    assert words[0] == "isotune"
+    ctx = parse(words[1:])
+    if name == "server":
+        assert ctx.params["host"] == "0.0.0.0" and ctx.params["workers"] >= 2
+    if name == "worker":
+        assert ctx.params["device"] == "cuda"
+        # the token and the server come from the environment, as the CLI reads them
+        options = {o.name: o for o in ctx.command.params}
+        assert options["token"].envvar == "ISOTUNE_TOKEN"
+        assert options["server"].envvar == "ISOTUNE_SERVER"
+
+
+@pytest.mark.parametrize("dockerfile", ["server.Dockerfile", "worker.Dockerfile"])
+def test_dockerfile_commands_parse(dockerfile: str) -> None:
+    text = (ROOT / "docker" / dockerfile).read_text()
+    cmd = yaml.safe_load(re.search(r"^CMD (.*)$", text, re.M).group(1))  # JSON array form
+    assert cmd[0] == "isotune"
+    if "--help" not in cmd:
+        parse(cmd[1:])
+
+
+def test_the_parser_refuses_what_the_cli_refuses() -> None:
+    """The check above is not vacuous."""
+    with pytest.raises(Exception, match="No such option"):
+        parse(shlex.split("serve --no-such-option 1"))
+    with pytest.raises(AssertionError, match="no such command"):
+        parse(["no-such-command"])
+    with pytest.raises(Exception, match="valid integer"):
+        parse(shlex.split("serve --port not-a-number"))

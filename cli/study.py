@@ -86,8 +86,10 @@ def serve_cmd(
         ),
     ] = 1,
 ) -> None:
-    """Run the REST API (``/api/v1``; schema at ``/openapi.json``)."""
+    """Run the REST API (``/api/v1``; schema at ``/openapi.json``; metrics at ``/metrics``)."""
     import os
+    import shutil
+    import tempfile
 
     import uvicorn
 
@@ -114,6 +116,9 @@ def serve_cmd(
             return
         upgrade(url)  # once, before the processes start
         os.environ[ENV_VAR], os.environ[AUTH_ENV] = url, "0" if no_auth else "1"
+        # the processes' metrics meet in one directory (prometheus_client's multiprocess mode)
+        metrics_dir = tempfile.mkdtemp(prefix="isotune-metrics-")
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         typer.echo(f"isotune server ({workers} processes) on {where}", err=True)
         uvicorn.run(
             "service.api:app_from_env",
@@ -123,6 +128,7 @@ def serve_cmd(
             workers=workers,
             log_level="warning",
         )
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if lock is not None:
             lock.close()

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from optuna.trial import TrialState
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +35,7 @@ from service.db import (
     ping,
     session_factory,
 )
+from service.metrics import Timing, render
 from service.migrate import upgrade
 from service.schemas import (
     ClaimRequest,
@@ -113,6 +114,7 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     app.state.service = service
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Timing)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -171,6 +173,12 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         except DatabaseError as e:
             return JSONResponse({"status": "unavailable", "detail": e.reason}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", dependencies=[reader], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics (see ``service.metrics``); a reader token when tokens are on."""
+        body, content_type = render()
+        return Response(body, media_type=content_type)
 
     @app.post(v1 + "/studies", status_code=201, dependencies=[admin])
     def create_study(spec: StudyCreate) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from meanfield import Inputs, MeanFieldError
+from service import metrics
 from service.models import Lease, StudyRecord, WorkerRecord
 from service.prior import Prior, PriorError, PriorSampler, build_prior
 from service.schemas import (
@@ -479,6 +480,8 @@ class Service:
                     .returning(Lease.trial_id)
                 )
             )
+        if taken:
+            metrics.EXPIRED.labels(name).inc(len(taken))
         for lease in expired:
             if lease.trial_id not in taken:
                 continue
@@ -508,6 +511,13 @@ class Service:
         study.enqueue_trial(params, user_attrs={ATTEMPT_ATTR: attempt}, skip_if_exists=False)
 
     def claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
+        """A trial for ``worker_id``: its own active one, a re-enqueued one, or a new proposal;
+        ``wait`` when the budget is out but trials still run, ``done`` when the study is over."""
+        answer = self._claim(name, worker_id, capabilities)
+        metrics.CLAIMS.labels(name, answer.status).inc()
+        return answer
+
+    def _claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
         with self.study_lock(name):
             t0 = now()
             # one round trip: the study's state, whether leases have expired, this worker's
@@ -801,6 +811,7 @@ class Service:
             except KeyError:  # its study was deleted
                 self._held.pop(trial_id, None)
                 raise NotFound("trial", trial_id) from None
+            metrics.FINISHED.labels(lease.study_name, state.name).inc()
             if requeue:
                 self._enqueue(lease.study_name, params, lease.attempt + 1)
             self._close(trial_id, "released" if retry else "finished")

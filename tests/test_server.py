@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_service import metric
 
 from service.client import ApiError, Client
 
@@ -153,6 +154,12 @@ def test_server_processes_on_postgres(pg_server) -> None:
                 assert c.complete(t["trial_id"], f"w{k}", 0.5)["state"] == "COMPLETE"
                 ids.add(t["trial_id"])
             assert len(ids) == 8 and c.claim("real", "w9")["status"] == "done"
+        # whichever process answers, the metrics are those of all processes together
+        for _ in range(3):
+            text = httpx.get(base + "/metrics", timeout=10).text
+            assert metric(text, "isotune_claims_total", study="real", status="assigned") == 8
+            done = metric(text, "isotune_trials_finished_total", study="real", state="COMPLETE")
+            assert done == 8
         children = _children(pids[0])
         assert len(children) >= 2
     deadline = time.monotonic() + 15

@@ -367,3 +367,41 @@ def test_not_ready_while_the_database_is_unreachable(pg_server) -> None:
         r = c.get(V1 + "/ready")
         assert r.status_code == 503 and r.json()["status"] == "unavailable"
         assert r.json()["detail"].startswith("cannot connect")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name`` with ``labels`` in Prometheus text (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_move_with_the_trials(client: TestClient) -> None:
+    create(client, name="m1", budget=3, lease_seconds=0.2, retries=0)
+    before = client.get("/metrics").text
+    a = claim(client, "w1", "m1")["trial"]
+    client.post(f"{V1}/trials/{a['trial_id']}/complete", json={"worker_id": "w1", "value": 1})
+    b = claim(client, "w2", "m1")["trial"]
+    client.post(f"{V1}/trials/{b['trial_id']}/complete", json={"worker_id": "w2", "pruned": True})
+    claim(client, "w3", "m1")  # expires
+    time.sleep(0.4)
+    client.app.state.service.reap_all()
+    assert claim(client, "w4", "m1")["status"] == "done"
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    after = r.text
+
+    def moved(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert moved("isotune_claims_total", study="m1", status="assigned") == 3
+    assert moved("isotune_claims_total", study="m1", status="done") == 1
+    assert moved("isotune_trials_finished_total", study="m1", state="COMPLETE") == 1
+    assert moved("isotune_trials_finished_total", study="m1", state="PRUNED") == 1
+    assert moved("isotune_lease_expiries_total", study="m1") == 1
+    route = "/api/v1/studies/{name}/claim"
+    assert moved("isotune_request_seconds_count", route=route, status="200", method="POST") == 4

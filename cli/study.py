@@ -235,3 +235,40 @@ def study_trials(
     for t in page["trials"]:
         typer.echo(f"{t['number']:>4}  {t['state']:<8}  {t['value']}  {t['params']}")
     typer.echo(f"({len(page['trials'])} of {page['total']})")
+
+
+@study_app.command("plot")
+def study_plot(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("prior_map.png"),
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+    artifact_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--artifact-dir",
+            help="Also attach the map to the study in this artifact store (optuna-dashboard's).",
+        ),
+    ] = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Write the study's prior map (ξ_C, the criterion's contour, the trials) as PNG."""
+    with _client(server, token) as c:
+        png = c.prior_map(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    typer.echo(f"wrote {out} ({len(png)} bytes)")
+    if artifact_dir is not None:
+        import optuna
+
+        from service.db import database_url as resolve
+        from service.db import optuna_storage
+
+        storage = optuna_storage(resolve(database_url))
+        store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        study = optuna.load_study(study_name=name, storage=storage)
+        artifact = optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=str(out), study_or_trial=study, mimetype="image/png"
+        )
+        typer.echo(f"attached to study {name} as artifact {artifact}")

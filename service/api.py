@@ -208,6 +208,17 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     ) -> dict[str, Any]:
         return service.list_trials(name, offset, limit)
 
+    @app.get(
+        v1 + "/studies/{name}/prior.png",
+        dependencies=[reader],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def prior_png(name: str) -> Response:
+        """The study's prior map: ξ_C over two initialization hyperparameters, the contour
+        ξ_C = T/c and every trial coloured by its outcome."""
+        return Response(service.prior_map(name).png, media_type="image/png")
+
     @app.get(v1 + "/trials/{trial_id}", dependencies=[reader])
     def get_trial(trial_id: TrialId) -> dict[str, Any]:
         return service.get_trial(trial_id)

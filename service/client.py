@@ -83,6 +83,13 @@ class Client:
             "GET", f"/studies/{name}/trials", params={"offset": offset, "limit": limit}
         )
 
+    def prior_map(self, name: str) -> bytes:
+        """The study's prior map as PNG bytes."""
+        r = self.http.get(f"{self.base}/studies/{name}/prior.png")
+        if r.status_code >= 400:
+            raise ApiError(r.status_code, r.json().get("detail", r.text))
+        return r.content
+
     # workers
     def claim(self, study: str, worker_id: str, capabilities: dict | None = None) -> dict:
         body = {"worker_id": worker_id, "capabilities": capabilities or {}}

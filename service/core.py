@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from meanfield import Inputs, MeanFieldError
 from service import metrics
 from service.models import Lease, StudyRecord, WorkerRecord
+from service.plots import PriorMap, prior_map
 from service.prior import Prior, PriorError, PriorSampler, build_prior
 from service.schemas import (
     ClaimResponse,
@@ -381,6 +382,23 @@ class Service:
         trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
         page = trials[offset : offset + limit]
         return {"total": len(trials), "offset": offset, "trials": [_trial_dict(t) for t in page]}
+
+    def prior_map(self, name: str) -> PriorMap:
+        """The study's prior map (``service.plots``): ξ_C, the criterion's contour, the trials."""
+        rec = self._record(name)
+        info = self._cached(name, rec.optuna_study_id)
+        if info.prior is None:
+            raise NotFound("prior map", f"{name} (no initialization hyperparameter to map)")
+        trials = [_trial_dict(t) for t in self.storage.get_all_trials(rec.optuna_study_id)]
+        spec = info.spec
+        trained = -math.inf  # minimized: every completed trial counts
+        if spec.direction == "maximize":
+            chance = task_spec(spec.task.name, spec.task.T, **spec.task.options).chance
+            trained = 0.5 * (chance + 1.0)
+        title = (
+            f"{name}: {spec.cell} on {spec.task.name}, T = {spec.task.T}, prior {spec.prior.mode}"
+        )
+        return prior_map(info.prior, trials, title, trained)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:
         try:

@@ -191,3 +191,51 @@ def test_repair_and_resample_land_inside_the_region_from_any_start() -> None:
     assert (margins >= 0).all() and margins.max() < 1e-3
     spread = prior.evaluate(resampled)["margin"]
     assert (spread >= 0).all() and np.median(spread) > 0.5
+
+
+def test_prior_map_png_shows_the_trials(client: TestClient) -> None:
+    """The PNG is a valid image, and at every trial's position its pixel has the colour of the
+    trial's outcome (COMPLETE and trained: green; PRUNED: red; running: blue)."""
+    import io
+
+    import matplotlib.image as mpimg
+
+    from service.plots import COLORS
+
+    body = spec(name="pic", prior={"mode": "off"}, budget=6, seed=3)
+    assert client.post("/api/v1/studies", json=body.model_dump(mode="json")).status_code == 201
+    outcomes = {}
+    for i, how in enumerate(["trained", "PRUNED", "RUNNING", "trained"]):
+        t = claim_trial(client, "pic", f"w{i}")
+        if how == "trained":
+            done = {"worker_id": f"w{i}", "value": 0.9}
+        elif how == "PRUNED":
+            done = {"worker_id": f"w{i}", "pruned": True}
+        else:
+            done = None
+        if done is not None:
+            r = client.post(f"/api/v1/trials/{t['trial_id']}/complete", json=done)
+            assert r.status_code == 200
+        outcomes[t["number"]] = how
+    r = client.get("/api/v1/studies/pic/prior.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    image = mpimg.imread(io.BytesIO(r.content), format="png")[:, :, :3]
+    drawn = client.app.state.service.prior_map("pic")
+    assert drawn.png == r.content and (drawn.x, drawn.y) == ("mu_f", "nu")
+    checked = 0
+    for number, x, y in drawn.positions:
+        others = [(a, b) for n, a, b in drawn.positions if n != number]
+        if any(abs(a - x) < 12 and abs(b - y) < 12 for a, b in others):
+            continue  # overlapping markers: the later one hides the earlier
+        pixel = image[round(y), round(x)]
+        assert np.allclose(pixel, COLORS[outcomes[number]], atol=0.06), (number, pixel)
+        checked += 1
+    assert checked >= 2
+    assert client.get("/api/v1/studies/nope/prior.png").status_code == 404
+
+
+def claim_trial(client: TestClient, study: str, worker: str) -> dict:
+    r = client.post(f"/api/v1/studies/{study}/claim", json={"worker_id": worker})
+    assert r.status_code == 200 and r.json()["status"] == "assigned", r.text
+    return r.json()["trial"]

@@ -72,6 +72,35 @@ def token_create(
     typer.echo(token)
 
 
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Option("--name", help="Revoke every token of this name.")],
+    database_url: DbOpt = None,
+) -> None:
+    """Revoke tokens by name (servers stop accepting them within 5 s)."""
+    from sqlalchemy import update
+
+    from service.core import now
+    from service.db import database_url as resolve
+    from service.db import make_engine, session_factory
+    from service.models import Token
+
+    engine = make_engine(resolve(database_url))
+    try:
+        with session_factory(engine).begin() as session:
+            done = session.execute(
+                update(Token)
+                .where(Token.name == name, Token.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+            count = done.rowcount  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+    if not count:
+        raise OptionError("name", name, "no active token of that name")
+    typer.echo(f"revoked {count} token(s) named {name}")
+
+
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
@@ -272,3 +301,56 @@ def study_plot(
             artifact_store=store, file_path=str(out), study_or_trial=study, mimetype="image/png"
         )
         typer.echo(f"attached to study {name} as artifact {artifact}")
+
+
+def watch_table(study: dict[str, Any], trials: list[dict[str, Any]], rows: int = 20) -> str:
+    """The live table of ``isotune study watch``: counts, best, and the latest trials with their
+    state, memory time ξ_C and latest reported value."""
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in study["counts"].items() if v) or "no trials"
+    best = study["best"]
+    head = f"{study['name']}  [{study['state']}]  {counts}"
+    if best is not None:
+        head += f"  best {best['value']:.4g} (trial {best['number']})"
+    lines = [head, f"{'trial':>5}  {'state':<8}  {'xi_C':>8}  {'latest':>8}  {'step':>6}  worker"]
+    for t in trials[-rows:]:
+        theory = t["user_attrs"].get("isotune_theory") or {}
+        xi = theory.get("xi_c")
+        steps = t["intermediate_values"]
+        last = max(steps, key=int) if steps else None
+        value = t["value"] if t["value"] is not None else (steps[last] if last else None)
+        lines.append(
+            f"{t['number']:>5}  {t['state']:<8}  "
+            f"{'–' if xi is None else f'{xi:.3g}':>8}  "
+            f"{'–' if value is None else f'{value:.4g}':>8}  "
+            f"{last or '–':>6}  {t['user_attrs'].get('isotune_worker', '')}"
+        )
+    return "\n".join(lines)
+
+
+@study_app.command("watch")
+def study_watch(
+    name: str,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+    every: Annotated[float, typer.Option("--every", help="Seconds between refreshes.")] = 2.0,
+    rows: Annotated[int, typer.Option("--rows", help="Latest trials shown.")] = 20,
+    once: Annotated[bool, typer.Option("--once", help="Print the table once and exit.")] = False,
+) -> None:
+    """A live table of a study's trials (state, ξ_C, latest value), refreshed until Ctrl-C or the
+    study is done."""
+    import time
+
+    with _client(server, token) as c:
+        while True:
+            study = c.study(name)
+            total = study["n_trials"]
+            page = c.trials(name, max(0, total - rows), rows)["trials"]
+            table = watch_table(study, page, rows)
+            if once:
+                typer.echo(table)
+                return
+            typer.echo("\x1b[2J\x1b[H" + table)  # clear the screen, then draw
+            running = study["counts"]["RUNNING"] + study["counts"]["WAITING"]
+            if total >= study["spec"]["budget"] and not running:
+                return
+            time.sleep(every)

@@ -112,6 +112,11 @@ def test_real_server_lifecycle_and_cli(db_url: str) -> None:
         assert out.returncode == 0 and "real" in out.stdout and "complete 1" in out.stdout
         best = isotune("study", "best", "real", "--server", base)
         assert best.returncode == 0 and "0.7" in best.stdout
+        watch = isotune("study", "watch", "real", "--once", "--server", base)
+        assert watch.returncode == 0, watch.stderr
+        lines = watch.stdout.splitlines()
+        assert lines[0].startswith("real  [active]  complete 1") and "best 0.7" in lines[0]
+        assert lines[2].split()[:2] == ["0", "COMPLETE"] and "w1" in lines[2]
 
 
 def test_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
@@ -186,6 +191,19 @@ def test_tokens_from_the_cli(tmp_path: Path) -> None:
         assert e.value.status == 401
         with Client(base, token, retry_seconds=5) as admin:
             assert admin.create_study(SPEC)["name"] == "real"
+            revoked = isotune("token", "revoke", "--name", "ops", "--database-url", url)
+            assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
+            deadline = time.monotonic() + 15  # roles are remembered for 5 s
+            while True:
+                try:
+                    admin.studies()
+                except ApiError as e:
+                    assert e.status == 401
+                    break
+                assert time.monotonic() < deadline, "a revoked token still works"
+                time.sleep(0.5)
+        again = isotune("token", "revoke", "--name", "ops", "--database-url", url)
+        assert again.returncode == 2 and "name=" in again.stderr
 
 
 def test_two_servers_on_one_postgres_never_share_a_trial(pg_server) -> None:

@@ -73,7 +73,8 @@ def prior_map(
     import matplotlib.pyplot as plt
 
     xname, (x0, x1), yname, (y0, y1) = _axes(prior)
-    xs, ys = np.linspace(x0, x1, GRID), np.linspace(y0, y1, GRID)
+    n = int(math.sqrt(prior.points_for(3.0, 64, GRID * GRID)))  # at most about 3 s
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
     gx, gy = np.meshgrid(xs, ys)
     base = {}
     for n in prior.names:

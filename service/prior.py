@@ -26,6 +26,7 @@ The theory sees only initialization hyperparameters (flat names of :class:`meanf
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,13 @@ class Prior:
     strategy: str = "timescale"
     names: list[str] = field(default_factory=list)
     witness: dict[str, Any] | None = None  # a feasible point found at creation
+    #: seconds the engine takes per configuration, measured at creation (the GRU's theory costs
+    #: a few hundred times the LSTM's): scans are sized by it
+    cost: float = 1e-4
+
+    def points_for(self, seconds: float, low: int, high: int) -> int:
+        """How many configurations fit in ``seconds``, within [low, high]."""
+        return int(min(high, max(low, seconds / max(self.cost, 1e-7))))
 
     @property
     def required(self) -> float:
@@ -174,7 +182,8 @@ class Prior:
             return got["ok"] & (got["margin"] >= margin)
 
         lo, hi = float(point[self.gate_param]), float(dist.high)
-        grid = np.linspace(lo, hi, SCAN)
+        scan = self.points_for(0.3, 12, SCAN)
+        grid = np.linspace(lo, hi, scan)
         known = None  # the smallest value found feasible so far
         for _ in range(3):  # scan, then refine the first bracket twice
             ok = good([{**point, self.gate_param: b} for b in grid])
@@ -184,7 +193,7 @@ class Prior:
             known = float(grid[first])
             if first == 0:
                 break
-            grid = np.linspace(grid[first - 1], grid[first], SCAN)
+            grid = np.linspace(grid[first - 1], grid[first], scan)
         if known is None:
             return None
         # a hair inside the boundary, onto the distribution's step, and checked once more
@@ -285,12 +294,14 @@ def build_prior(
     for name in names:
         if isinstance(space[name], CategoricalDistribution):
             raise PriorError(f"space.{name}", "categorical", "the prior needs a numeric range")
-    for side in ("low", "high"):  # the engine refuses e.g. a negative weight scale: say so now
-        corner = {n: _edge(space[n], side) for n in names}
-        try:
-            prior.evaluate([corner])
-        except MeanFieldError as e:
-            raise PriorError(f"space.{e.field}", e.value, e.reason) from None
+    corners = [{n: _edge(space[n], side) for n in names} for side in ("low", "high", "low", "high")]
+    try:  # the engine refuses e.g. a negative weight scale: say so now
+        prior.evaluate(corners[:2])
+        start = time.perf_counter()
+        prior.evaluate(corners)
+        prior.cost = (time.perf_counter() - start) / len(corners)
+    except MeanFieldError as e:
+        raise PriorError(f"space.{e.field}", e.value, e.reason) from None
     if spec.mode == "restrict":
         if gate not in space:
             raise PriorError(
@@ -307,7 +318,8 @@ def _check_region(prior: Prior, seed: int) -> None:
     rng = np.random.default_rng(seed)
     gate = prior.gate_param
     points = [
-        {**_random_point(prior, rng), gate: prior.space[gate].high} for _ in range(CREATION_SCAN)
+        {**_random_point(prior, rng), gate: prior.space[gate].high}
+        for _ in range(prior.points_for(2.0, 32, CREATION_SCAN))
     ]
     top = prior.space[gate].high
     for side in ("low", "high"):  # the corners

@@ -269,15 +269,20 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
     """``isotune dashboard`` (optuna-dashboard on the service's database and an artifact store)
     answers with the study, compressed as browsers ask for it."""
     url = f"sqlite:///{tmp_path / 'dash.db'}"
+    store = tmp_path / "artifacts"
     with server(url) as base, Client(base, retry_seconds=5) as c:
         c.create_study(SPEC)
         t = c.claim("real", "w")["trial"]
         c.complete(t["trial_id"], "w", 0.5)
+        plot = isotune("study", "plot", "real", "--server", base, "--out",
+                       str(tmp_path / "prior_map.png"), "--artifact-dir", str(store),
+                       "--database-url", url)  # fmt: skip
+        assert plot.returncode == 0 and "attached to study real" in plot.stdout, plot.stderr
     port = free_port()
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "dashboard", "--database-url", url, "--port", str(port),
-         "--artifact-dir", str(tmp_path / "artifacts")],
+         "--artifact-dir", str(store)],
         cwd=ROOT, stdout=log, stderr=log,
     )  # fmt: skip
     headers = {"Accept-Encoding": "gzip, deflate, br"}
@@ -294,9 +299,15 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "isotune dashboard did not answer"
             time.sleep(0.3)
         assert [s["study_name"] for s in r.json()["study_summaries"]] == ["real"]
+        # the prior map shows up among the study's artifacts, and the dashboard serves it
+        detail = httpx.get(f"http://127.0.0.1:{port}/api/studies/1", headers=headers, timeout=5)
+        [artifact] = detail.json()["artifacts"]
+        assert artifact["filename"] == "prior_map.png" and artifact["mimetype"] == "image/png"
+        png = httpx.get(f"http://127.0.0.1:{port}/artifacts/1/{artifact['artifact_id']}", timeout=5)
+        assert png.content == (tmp_path / "prior_map.png").read_bytes()
         page = httpx.get(f"http://127.0.0.1:{port}/dashboard", headers=headers, timeout=5)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        assert (tmp_path / "artifacts").is_dir()
+        assert store.is_dir()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli.demo import _free_port, _stop, _wait_healthy  # noqa: E402
+from cli.procs import free_port, stop, wait_healthy  # noqa: E402
 from service.client import Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -122,7 +122,7 @@ def main() -> None:
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="isotune-hpo-"))
     url = f"sqlite:///{work / 'hpo.db'}"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "cli.main"]
     log = (work / "server.log").open("w")
@@ -133,7 +133,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     names: dict[tuple[str, int], str] = {}
     try:
-        _wait_healthy(base, server)
+        wait_healthy(base, server)
         with Client(base, retry_seconds=10) as c:
             for arm in args.arms:
                 for seed in range(args.seeds):
@@ -156,7 +156,7 @@ def main() -> None:
                 per_arm[arm].append(summarize(c.trials(name, limit=1000)["trials"], args))
     finally:
         for p in [*procs, server]:
-            _stop(p)
+            stop(p)
         log.close()
     report = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",

@@ -23,8 +23,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,12 +32,12 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cli.procs import free_port, stop, wait_healthy  # noqa: E402
 from service.client import Client  # noqa: E402
 from service.db import optuna_storage  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
@@ -68,9 +66,7 @@ def spec(name: str, budget: int) -> dict:
 
 @contextmanager
 def serve(url: str, workers: int = 1):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--database-url", url,
          "--no-auth", "--workers", str(workers)],
@@ -78,24 +74,10 @@ def serve(url: str, workers: int = 1):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+        wait_healthy(base, proc)
         yield base, proc.pid
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, timeout=20)
 
 
 def raw_lifecycle(study: optuna.Study) -> float:

@@ -11,8 +11,6 @@ and how to open them in optuna-dashboard. Every process it starts is stopped by 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from cli.procs import free_port, stop, wait_healthy
 
 __all__ = ["demo_cmd", "demo_spec", "summarize"]
 
@@ -90,7 +90,7 @@ def demo_cmd(
     for old in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         old.unlink(missing_ok=True)  # the previous demo's own database
     url = f"sqlite:///{db}"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "cli.main"]
@@ -102,7 +102,7 @@ def demo_cmd(
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_healthy(base, server)
+        wait_healthy(base, server)
         names = {"restrict": "demo-restricted", "off": "demo-control"}
         with Client(base, retry_seconds=10) as c:
             for mode, name in names.items():
@@ -142,7 +142,7 @@ def demo_cmd(
     finally:
         for p in [*procs, server]:
             try:
-                _stop(p)
+                stop(p)
             except OSError as e:  # already gone: carry on stopping the others
                 typer.echo(f"stopping process {p.pid}: {e}", err=True)
         log.close()
@@ -164,35 +164,3 @@ def _table(columns: dict[str, dict[str, Any]]) -> str:
         )
         for r in rows
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with status {server.returncode}")
-        try:
-            if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("the server did not answer within 60 s")
-
-
-def _stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)

@@ -16,6 +16,8 @@ __all__ = ["dashboard_cmd", "db_app", "serve_cmd", "study_app", "token_app"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+HostOpt = Annotated[str, typer.Option("--host", help="Interface to bind.")]
+PortOpt = Annotated[int, typer.Option("--port", help="TCP port.")]
 DbOpt = Annotated[
     str | None,
     typer.Option(
@@ -102,8 +104,8 @@ def token_revoke(
 
 
 def serve_cmd(
-    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
     database_url: DbOpt = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without tokens (loopback only).")
@@ -164,8 +166,8 @@ def serve_cmd(
 
 
 def dashboard_cmd(
-    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8080,
     database_url: DbOpt = None,
     artifact_dir: Annotated[
         Path, typer.Option("--artifact-dir", help="Artifact store (files the studies attach).")

@@ -273,10 +273,10 @@ class Service:
         rec = self._record(name)
         return StudyCreate.model_validate(rec.spec), rec
 
-    def _cached(self, name: str, optuna_id: int) -> _Cached:
+    def _cached(self, name: str, optuna_id: int, prior: Prior | None = None) -> _Cached:
         """The cached study ``name`` whose Optuna study is ``optuna_id`` (read from the database
         by the caller, so a study deleted and created again under the same name is never
-        mistaken for the old one)."""
+        mistaken for the old one). ``prior``: one already built for it (None: build it)."""
         got = self._cache.get(name)
         if got is not None and got.optuna_id == optuna_id:
             return got
@@ -286,7 +286,7 @@ class Service:
             optuna_id=rec.optuna_study_id,
             spec=spec,
             distributions={k: to_distribution(d) for k, d in spec.space.items()},
-            prior=study_prior(spec),
+            prior=prior if prior is not None else study_prior(spec),
             study=_ServiceStudy(
                 study_name=name,
                 storage=self.storage,
@@ -301,7 +301,7 @@ class Service:
     def create_study(self, spec: StudyCreate) -> dict[str, Any]:
         # refuse a pruner, a task or a prior that cannot be honored before storing anything
         make_pruner(spec)
-        study_prior(spec)
+        prior = study_prior(spec)
         with self.study_lock(spec.name):
             with self.sessions() as session:
                 if session.get(StudyRecord, spec.name) is not None:
@@ -331,6 +331,7 @@ class Service:
             except Exception:  # no Optuna study without its record: the name stays free
                 optuna.delete_study(study_name=spec.name, storage=self.storage)
                 raise
+            self._cached(spec.name, study._study_id, prior)  # the checked prior, not built again
         return self.get_study(spec.name)
 
     def list_studies(self) -> list[dict[str, Any]]:
@@ -541,7 +542,11 @@ class Service:
             # one round trip: the study's state, whether leases have expired, this worker's
             # active lease, and how many fresh parameter sets were handed out (indexed lookups)
             leases = select(Lease).where(Lease.study_name == name)
-            row = None
+            mine_q = (
+                leases.where(Lease.worker_id == worker_id, Lease.state == "active")
+                .with_only_columns(Lease.trial_id)
+                .limit(1)
+            )
             with self.sessions() as session:
                 row = session.execute(
                     select(
@@ -552,10 +557,7 @@ class Service:
                         .with_only_columns(Lease.trial_id)
                         .limit(1)
                         .scalar_subquery(),
-                        leases.where(Lease.worker_id == worker_id, Lease.state == "active")
-                        .with_only_columns(Lease.trial_id)
-                        .limit(1)
-                        .scalar_subquery(),
+                        mine_q.scalar_subquery(),
                         leases.where(Lease.attempt == 1)
                         .with_only_columns(func.count())
                         .scalar_subquery(),
@@ -570,11 +572,7 @@ class Service:
             if expired is not None:
                 self._reap(name)
                 with self.sessions() as session:
-                    mine = session.scalar(
-                        leases.where(Lease.worker_id == worker_id, Lease.state == "active")
-                        .with_only_columns(Lease.trial_id)
-                        .limit(1)
-                    )
+                    mine = session.scalar(mine_q)
                     waiting = session.scalar(
                         select(StudyRecord.waiting).where(StudyRecord.name == name)
                     )

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,7 @@ import httpx
 import pytest
 from test_service import metric
 
+from cli.procs import free_port, stop
 from service.client import ApiError, Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +29,6 @@ SPEC = {
     "sampler": "tpe",
     "budget": 40,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def isotune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -87,13 +80,7 @@ def server(
             time.sleep(0.2)
         yield base
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(proc, timeout=20)
         log.close()
 
 
@@ -309,6 +296,5 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert store.is_dir()
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop(proc, timeout=20)
         log.close()

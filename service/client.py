@@ -34,6 +34,9 @@ class Client:
         self.base = server.rstrip("/") + "/api/v1"
         self.http = httpx.Client(headers=headers, timeout=timeout)
         self.retry_seconds = retry_seconds
+        #: Time spent in :meth:`request` (retries and back-off included) and the number of calls.
+        self.seconds = 0.0
+        self.calls = 0
 
     def close(self) -> None:
         self.http.close()
@@ -45,6 +48,14 @@ class Client:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._request(method, path, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.2
         while True:

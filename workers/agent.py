@@ -141,6 +141,7 @@ def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[
             for _ in range(len(pending)):
                 study = pending[turn % len(pending)]
                 turn += 1
+                mark = (time.perf_counter(), c.seconds, c.calls)
                 got = c.claim(study, opts.worker_id, {"device": opts.device})
                 if got["status"] == "done":
                     pending.remove(study)
@@ -149,7 +150,7 @@ def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[
                 if got["status"] == "wait":
                     waiting += 1
                     continue
-                outcome = _run_trial(c, opts, got["trial"], stop, log)
+                outcome = _run_trial(c, opts, got["trial"], stop, log, mark)
                 counts[outcome] += 1
                 break
             else:
@@ -164,9 +165,23 @@ class _Lost(Exception):
 
 
 def _run_trial(
-    c: Client, opts: WorkerOptions, a: dict[str, Any], stop: _Stop, log: Callable[[str], None]
+    c: Client,
+    opts: WorkerOptions,
+    a: dict[str, Any],
+    stop: _Stop,
+    log: Callable[[str], None],
+    mark: tuple[float, float, int],
 ) -> str:
+    """Train one claimed trial. ``mark`` = (clock, client seconds, client calls) before its claim:
+    the outcome's log line says how much of the trial's wall time the training thread spent in
+    REST calls (claim, reports, outcome; heartbeats run beside the training and are not counted)."""
     trial_id, wid = a["trial_id"], opts.worker_id
+
+    def rest() -> str:
+        wall = time.perf_counter() - mark[0]
+        spent, calls = c.seconds - mark[1], c.calls - mark[2]
+        return f"; REST {spent:.3f} s in {calls} calls, {100 * spent / wall:.2f}% of {wall:.1f} s"
+
     head = f"{a['study']} trial {a['number']} (attempt {a['attempt']}) {_short(a['params'])}"
     if stop.event.is_set():  # the signal came during the claim: give the trial straight back
         _give_back(c, trial_id, wid, log, head)
@@ -228,14 +243,14 @@ def _run_trial(
             return "FAIL"
         if pruned:
             _finish(c, log, lambda: c.complete(trial_id, wid, None, pruned=True))
-            log(f"{head} -> PRUNED at {metric:.3f} ({tail})")
+            log(f"{head} -> PRUNED at {metric:.3f} ({tail}{rest()})")
             return "PRUNED"
         if not math.isfinite(metric):
             _finish(c, log, lambda: c.fail(trial_id, wid, f"final metric is {metric}"))
             log(f"{head} -> FAIL (metric {metric})")
             return "FAIL"
         _finish(c, log, lambda: c.complete(trial_id, wid, float(metric)))
-        log(f"{head} -> COMPLETE {metric:.3f} ({tail})")
+        log(f"{head} -> COMPLETE {metric:.3f} ({tail}{rest()})")
         return "COMPLETE"
     finally:
         done.set()

@@ -1,0 +1,79 @@
+"""Every benchmark script runs from a checkout with one command and writes its report.
+
+Each runs here at a toy size (the published reports come from the default sizes, see
+``benchmarks/README.md``); the assertions check the report's content, not its speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(script: str, out: Path, *args: str, timeout: float = 300) -> None:
+    log = out / f"{script}.log"
+    with log.open("w") as f:
+        rc = subprocess.run(
+            [sys.executable, f"benchmarks/{script}.py", "--out", str(out), *args],
+            cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+        ).returncode  # fmt: skip
+    assert rc == 0, log.read_text()[-3000:]
+
+
+def test_jacobian_spectrum(tmp_path: Path) -> None:
+    bench("jacobian_spectrum", tmp_path, "--quick")
+    report = json.loads((tmp_path / "jacobian_spectrum.json").read_text())
+    assert set(report["cases"]) == {"lstm", "gru", "minimalrnn"}
+    for cell, entry in report["cases"].items():
+        # The explicit step that autograd differentiates is the module's own forward pass.
+        assert entry["step_check"] < 1e-12, cell
+        one_step = entry["untied"]["32"]["mean_ratio"][0]  # T = 1: E[λ] = m₁ to sampling error
+        assert abs(one_step - 1) < 0.1, (cell, one_step)
+    for png in ("jacobian_spectrum_hist.png", "jacobian_spectrum_width.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Where the prediction first fails" in (tmp_path / "jacobian_spectrum.md").read_text()
+
+
+def test_hpo_efficiency_reports_every_arm_and_a_refusal(tmp_path: Path) -> None:
+    """Arms d and f at toy size, with c so small that the restricted space is empty."""
+    bench("hpo_efficiency", tmp_path, "--seeds", "1", "--trials", "2", "--steps", "20",
+          "--arms", "df", "--c-scale", "0.01", "--workers", "1")  # fmt: skip
+    report = json.loads((tmp_path / "hpo_efficiency.json").read_text())
+    assert "restricted region is empty" in report["refused"]["d"]
+    assert report["feasible_share"] == 0.0
+    (run,) = report["arms"]["f"]["runs"]
+    assert len(run["best_curve"]) == 2
+    assert "refused at creation" in (tmp_path / "hpo_efficiency.md").read_text()
+
+
+def test_rest_share(tmp_path: Path) -> None:
+    bench("rest_share", tmp_path, "--trials", "1", "--steps", "20", "--eval-every", "10")
+    report = json.loads((tmp_path / "rest_share.json").read_text())
+    (trial,) = report["trials"]
+    assert trial["calls"] == 4  # claim, two reports, complete
+    assert 0 < trial["rest"] < trial["wall"]
+    assert trial["share"] == pytest.approx(100 * trial["rest"] / trial["wall"], abs=0.01)
+
+
+def test_prior_strategies(tmp_path: Path) -> None:
+    bench("prior_strategies", tmp_path, "--seeds", "2", "--trials", "6")
+    assert (tmp_path / "prior_strategies.md").exists()
+    assert json.loads((tmp_path / "prior_strategies.json").read_text())
+
+
+def test_theory_speed(tmp_path: Path) -> None:
+    bench("theory_speed", tmp_path, "--grid", "8", "--repeats", "1", "--naive-points", "2",
+          "--checks", "10")  # fmt: skip
+    assert (tmp_path / "theory_speed.md").exists()
+
+
+def test_train_speed(tmp_path: Path) -> None:
+    bench("train_speed", tmp_path, "--T", "10", "--hidden", "16", "--batch", "8", "--steps", "2",
+          "--device", "cpu", "--threads", "1")  # fmt: skip
+    assert list(tmp_path.glob("train_speed_*.md"))

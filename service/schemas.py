@@ -34,8 +34,37 @@ PRUNERS = ("median", "hyperband", "successive_halving", "threshold", "none")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
+def _nul_at(data: object) -> str | None:
+    """Where a string (or a key) holds a NUL character, as a dotted path; None if nowhere.
+    Iterative: a deeply nested body cannot exhaust the stack."""
+    todo: list[tuple[str, object]] = [("", data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path or "value"
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str) and "\x00" in k:
+                    return sub
+                todo.append((sub, v))
+        elif isinstance(value, list | tuple):
+            todo.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000: refuse it here, on every backend, naming the field
+        where = _nul_at(data)
+        if where is not None:
+            raise ValueError(f"{where}: text must not contain NUL characters (U+0000)")
+        return data
 
 
 def _finite(name: str, v: float | None) -> float | None:

@@ -5,6 +5,7 @@
   ``.ci/run``), where they fail.
 - ``db_url``: an empty database, once per backend (``[sqlite]``: a file in ``tmp_path``;
   ``[postgresql]``: a fresh database on the session cluster, dropped afterwards).
+- ``client``: the API without auth over ``db_url``, in-process (``fastapi.testclient``).
 - ``migrated_db_url``: the same, with Optuna's and isotune's schemas at head (cloned from a template
   migrated once per session, so a test pays milliseconds, not an upgrade).
 
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from pg import PostgresCluster, PostgresUnavailable, find_bindir, postgres_cluster
 
 REQUIRE_POSTGRES = "ISOTUNE_REQUIRE_POSTGRES"
@@ -106,3 +108,11 @@ def migrated_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     name = cluster.create_database(template=request.getfixturevalue("_pg_template"))
     yield cluster.url_for(name)
     cluster.drop_database(name)
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    from service.api import create_app
+
+    with TestClient(create_app(db_url, auth=False)) as c:
+        yield c

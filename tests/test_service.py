@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import optuna
 import pytest
@@ -31,12 +30,6 @@ SPEC = {
     "seed": 1,
 }
 V1 = "/api/v1"
-
-
-@pytest.fixture
-def client(db_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(db_url, auth=False)) as c:
-        yield c
 
 
 def create(client: TestClient, **changes: object) -> dict:

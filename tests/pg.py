@@ -87,6 +87,7 @@ class PostgresCluster:
     port: int
     password: str
     process: subprocess.Popen[bytes]
+    as_user: pwd.struct_passwd | None = None
     _admin: psycopg.Connection | None = field(default=None, repr=False)
     _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
@@ -147,6 +148,15 @@ class PostgresCluster:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the postmaster (every connection drops), stay down ``down_seconds``, start it
+        again on the same port and data."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.process = _spawn(self.bindir, self.root, self.port, self.as_user)
+        if not _wait_ready(self):
+            raise RuntimeError(f"PostgreSQL did not come back:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """Stop the postmaster by its pid: SIGINT (fast shutdown), then SIGKILL if it lingers."""
@@ -232,46 +242,56 @@ def _initdb(bindir: Path, root: Path, as_user: pwd.struct_passwd | None) -> None
         )
 
 
+def _spawn(
+    bindir: Path, root: Path, port: int, as_user: pwd.struct_passwd | None
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        str(bindir / "postgres"),
+        "-D",
+        str(root / "data"),
+        "-p",
+        str(port),
+        "-k",
+        str(root / "sock"),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "shared_buffers=64MB",
+    ]
+    log = open(root / "postgres.log", "ab")  # the child inherits the descriptor
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in pytest reaches us, not the server
+            **_run_kwargs(root, as_user),
+        )
+    finally:
+        log.close()
+
+
 def _start(bindir: Path, root: Path, as_user: pwd.struct_passwd | None) -> PostgresCluster:
     """Start ``postgres`` on a free port; retry on another port if the first was taken."""
     last_error = ""
     for _ in range(3):
         port = _free_port()
-        cmd = [
-            str(bindir / "postgres"),
-            "-D",
-            str(root / "data"),
-            "-p",
-            str(port),
-            "-k",
-            str(root / "sock"),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=200",
-            "-c",
-            "shared_buffers=64MB",
-        ]
-        log = open(root / "postgres.log", "ab")  # the child inherits the descriptor
-        try:
-            process = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in pytest reaches us, not the server
-                **_run_kwargs(root, as_user),
-            )
-        finally:
-            log.close()
         cluster = PostgresCluster(
-            bindir=bindir, root=root, port=port, password=secrets.token_hex(16), process=process
+            bindir=bindir,
+            root=root,
+            port=port,
+            password=secrets.token_hex(16),
+            process=_spawn(bindir, root, port, as_user),
+            as_user=as_user,
         )
         if _wait_ready(cluster):
             return cluster

@@ -49,6 +49,39 @@ def db_upgrade(database_url: DbOpt = None) -> None:
     typer.echo(f"database at {redact(url)} is up to date")
 
 
+@db_app.command("backup")
+def db_backup(
+    to: Annotated[Path, typer.Option("--to", help="The backup file to create.")],
+    database_url: DbOpt = None,
+) -> None:
+    """Copy a SQLite database to a new file with SQLite's online backup: consistent while the
+    server runs. PostgreSQL: use pg_dump and pg_restore (README, "Backup and restore")."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from service.db import database_url as resolve
+    from service.db import is_sqlite, redact
+
+    url = resolve(database_url)
+    if not is_sqlite(url):
+        raise OptionError(
+            "database-url", redact(url), "backs up SQLite files; for PostgreSQL use pg_dump -Fc"
+        )
+    source = make_url(url).database
+    if not source or source == ":memory:" or not Path(source).is_file():
+        raise OptionError("database-url", redact(url), "no SQLite file there")
+    if to.exists():
+        raise OptionError("to", str(to), "exists already; choose a new file")
+    src, dst = sqlite3.connect(source), sqlite3.connect(to)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    typer.echo(f"backed up {source} to {to}")
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option("--role", help="admin, worker or reader.")],
@@ -222,6 +255,46 @@ def study_create(
     spec = yaml.safe_load(file.read_text())
     with _client(server, token) as c:
         _print(c.create_study(spec))
+
+
+@study_app.command("export")
+def study_export(
+    name: str,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="File to write (default: standard output).")
+    ] = None,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """A study's specification and every trial as JSON (for ``isotune study import``)."""
+    with _client(server, token) as c:
+        data = c.export_study(name)
+    text = json.dumps(data, indent=1) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote study {name} ({len(data['trials'])} trials) to {out}")
+
+
+@study_app.command("import")
+def study_import(
+    file: Annotated[Path, typer.Argument(help="A file written by isotune study export.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name of the new study (default: the exported).")
+    ] = None,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """Create a study from an export, with its trials."""
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise OptionError("file", str(file), f"not a readable JSON export ({e})") from None
+    with _client(server, token) as c:
+        s = c.import_study(data, name)
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in s["counts"].items() if v)
+    typer.echo(f"imported study {s['name']}: {counts or 'no trials'}")
 
 
 @study_app.command("list")

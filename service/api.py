@@ -38,6 +38,7 @@ from service.db import (
 from service.metrics import Timing, render
 from service.migrate import upgrade
 from service.schemas import (
+    NAME_PATTERN,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -46,6 +47,7 @@ from service.schemas import (
     ReportRequest,
     ReportResponse,
     StudyCreate,
+    StudyExport,
     TrialOutcome,
 )
 
@@ -57,6 +59,8 @@ log = logging.getLogger("isotune.service")
 TrialId = Annotated[int, Path(ge=0, le=2**31 - 1)]
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 1_000_000
+#: Larger bodies allowed on some paths: a study import carries every trial.
+MAX_IMPORT_BYTES = 256_000_000
 #: Seconds between two passes of the background reaper.
 REAP_INTERVAL = 5.0
 #: Environment variable that tells :func:`app_from_env` whether to check tokens ("0": no).
@@ -113,7 +117,9 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     )
     app.state.service = service
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimit, limit=MAX_BODY_BYTES, larger={"/api/v1/studies/import": MAX_IMPORT_BYTES}
+    )
     app.add_middleware(Timing)
 
     @app.exception_handler(RequestValidationError)
@@ -219,6 +225,18 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         ξ_C = T/c and every trial coloured by its outcome."""
         return Response(service.prior_map(name).png, media_type="image/png")
 
+    @app.get(v1 + "/studies/{name}/export", dependencies=[reader])
+    def export_study(name: str) -> dict[str, Any]:
+        """The study's specification and every trial, as JSON (``isotune study export``)."""
+        return service.export_study(name)
+
+    @app.post(v1 + "/studies/import", status_code=201, dependencies=[admin])
+    def import_study(
+        data: StudyExport, name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None
+    ) -> dict[str, Any]:
+        """Create a study from an export, under ``name`` (default: the exported name)."""
+        return service.import_study(data, name)
+
     @app.get(v1 + "/trials/{trial_id}", dependencies=[reader])
     def get_trial(trial_id: TrialId) -> dict[str, Any]:
         return service.get_trial(trial_id)
@@ -289,16 +307,17 @@ class BodyLimit:
     """413 for a request body over ``limit`` bytes: at once when its Content-Length says so,
     else as soon as the bytes received pass the limit (chunked uploads), before it is parsed."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.limit, self.larger = app, limit, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.limit)
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await JSONResponse(self._detail(value.decode()), status_code=413)(
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                await JSONResponse(self._detail(value.decode(), limit), status_code=413)(
                     scope, receive, send
                 )
                 return
@@ -309,14 +328,14 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:  # FastAPI answers an HTTPException raised here
-                    raise HTTPException(413, self._detail(f"over {self.limit}")["detail"])
+                if received > limit:  # FastAPI answers an HTTPException raised here
+                    raise HTTPException(413, self._detail(f"over {limit}", limit)["detail"])
             return message
 
         await self.app(scope, limited, send)
 
-    def _detail(self, size: str) -> dict[str, str]:
-        return {"detail": f"body: {size} bytes exceeds the limit of {self.limit}"}
+    def _detail(self, size: str, limit: int) -> dict[str, str]:
+        return {"detail": f"body: {size} bytes exceeds the limit of {limit}"}
 
 
 def _finite_json(x: Any) -> Any:

@@ -89,6 +89,14 @@ class Client:
     def study(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/studies/{name}")
 
+    def export_study(self, name: str) -> dict[str, Any]:
+        """The study's specification and every trial (the body :meth:`import_study` takes)."""
+        return self.request("GET", f"/studies/{name}/export")
+
+    def import_study(self, data: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        params = {"name": name} if name else {}
+        return self.request("POST", "/studies/import", json=data, params=params)
+
     def trials(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         return self.request(
             "GET", f"/studies/{name}/trials", params={"offset": offset, "limit": limit}

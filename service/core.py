@@ -30,6 +30,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
+from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,9 +40,11 @@ from service.models import Lease, StudyRecord, WorkerRecord
 from service.plots import PriorMap, prior_map
 from service.prior import Prior, PriorError, PriorSampler, build_prior
 from service.schemas import (
+    EXPORT_FORMAT,
     ClaimResponse,
     Distribution,
     StudyCreate,
+    StudyExport,
     TrialAssignment,
     TrialOutcome,
 )
@@ -55,6 +58,7 @@ log = logging.getLogger("isotune.service")
 
 ATTEMPT_ATTR = "isotune_attempt"
 THEORY_ATTR = "isotune_theory"
+WORKER_ATTR = "isotune_worker"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -378,6 +382,89 @@ class Service:
             for trial_id in [k for k, v in self._held.items() if v.study_name == name]:
                 self._held.pop(trial_id, None)
 
+    def export_study(self, name: str) -> dict[str, Any]:
+        """The study's specification and every trial, as JSON (:class:`StudyExport`)."""
+        _, rec = self._spec(name)
+        trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        return {
+            "format": EXPORT_FORMAT,
+            "name": name,
+            "state": rec.state,
+            "exported_at": now().isoformat(),
+            "spec": rec.spec,
+            "trials": [_export_trial(t) for t in trials],
+        }
+
+    def import_study(self, data: StudyExport, name: str | None = None) -> dict[str, Any]:
+        """Create a study from an export, under ``name`` (default: the exported one).
+
+        Finished trials come back as they were (values, intermediate values, attributes, times)
+        and count against the budget as before; queued (WAITING) parameters are queued again; a
+        trial RUNNING at export time comes back FAILED ("running when exported") with its
+        parameters queued for a retry. All or nothing: a trial that does not fit its study
+        leaves no study behind (422 naming ``trials[i]``)."""
+        try:
+            spec = StudyCreate.model_validate({**data.spec, "name": name or data.name})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise Invalid(f"spec.{where}", first.get("input"), first["msg"]) from None
+        self.create_study(spec)
+        try:
+            self._add_trials(spec.name, data)
+            if data.state == "archived":
+                self.archive_study(spec.name)
+        except Exception:
+            self.delete_study(spec.name)
+            raise
+        return self.get_study(spec.name)
+
+    def _add_trials(self, name: str, data: StudyExport) -> None:
+        study = optuna.load_study(study_name=name, storage=self.storage)
+        retry: list[tuple[dict[str, Any], int]] = []
+        with self.study_lock(name):
+            for i, t in enumerate(sorted(data.trials, key=lambda t: t.number)):
+                attempt = int(t.user_attrs.get(ATTEMPT_ATTR, 1))
+                if t.state == "WAITING":
+                    retry.append((t.params, attempt))
+                    continue
+                state, attrs = TrialState[t.state], dict(t.user_attrs)
+                complete = _when(t.datetime_complete)
+                if state == TrialState.RUNNING:
+                    state, attrs["isotune_fail"] = TrialState.FAIL, "running when exported"
+                    complete = datetime.now()  # Optuna's clock: naive local time
+                    retry.append((t.params, attempt + 1))
+                try:
+                    frozen = optuna.trial.FrozenTrial(
+                        number=0, trial_id=0, state=state,
+                        value=t.value if state != TrialState.FAIL else None, values=None,
+                        datetime_start=_when(t.datetime_start),
+                        datetime_complete=complete,
+                        params=t.params,
+                        distributions={
+                            k: optuna.distributions.json_to_distribution(v)
+                            for k, v in t.distributions.items()
+                        },
+                        user_attrs=attrs, system_attrs={},
+                        intermediate_values={int(k): v for k, v in t.intermediate_values.items()},
+                    )  # fmt: skip
+                    study.add_trial(frozen)
+                except (ValueError, TypeError, KeyError) as e:
+                    raise Invalid(f"trials[{i}]", t.number, str(e)) from None
+                trial = study.trials[-1]
+                with self.sessions.begin() as session:  # the budget counts it as before
+                    stamp = trial.datetime_start or datetime.now()
+                    session.add(
+                        Lease(
+                            trial_id=trial._trial_id, study_name=name, trial_number=trial.number,
+                            worker_id=str(attrs.get(WORKER_ATTR, "imported"))[:200],
+                            claimed_at=stamp.astimezone(UTC), expires_at=stamp.astimezone(UTC),
+                            attempt=attempt, state="finished",
+                        )
+                    )  # fmt: skip
+            for params, attempt in retry:
+                self._enqueue(name, params, attempt)
+
     def list_trials(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         rec = self._record(name)
         trials = self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
@@ -647,7 +734,7 @@ class Service:
                 log.warning("no theory numbers for trial %s of %r", trial._trial_id, name)
             else:
                 trial.set_user_attr(THEORY_ATTR, theory)
-        trial.set_user_attr("isotune_worker", worker_id)
+        trial.set_user_attr(WORKER_ATTR, worker_id)
         return ClaimResponse(
             status="assigned", trial=self._assignment(info, lease, trial.params, theory)
         )
@@ -865,6 +952,29 @@ class Service:
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else x
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _export_trial(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    value = t.value if t.values is not None and len(t.values) == 1 else None
+    waiting = t.state == TrialState.WAITING
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": _finite(value),
+        # a WAITING trial has no parameters yet: export those it is queued with
+        "params": dict(t.system_attrs.get("fixed_params") or {}) if waiting else t.params,
+        "distributions": {
+            k: optuna.distributions.distribution_to_json(d) for k, d in t.distributions.items()
+        },
+        "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+        "user_attrs": t.user_attrs,
+        "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+        "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+    }
 
 
 def _trial_dict(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -25,6 +25,7 @@ __all__ = [
     "ReportRequest",
     "ReportResponse",
     "StudyCreate",
+    "StudyExport",
     "TaskRef",
     "TrialOutcome",
 ]
@@ -271,3 +272,38 @@ class CompleteRequest(WorkerRef):
 class FailRequest(WorkerRef):
     reason: Annotated[str, Field(max_length=2000)] = ""
     retry: bool = False
+
+
+#: The format tag of a study export (``GET /studies/{name}/export``).
+EXPORT_FORMAT = "isotune-study/1"
+
+
+class ExportedTrial(_Strict):
+    """One trial as exported: enough to rebuild it as an Optuna trial."""
+
+    number: Annotated[int, Field(ge=0)]
+    state: Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+    value: float | None = None
+    params: dict[str, Any]
+    #: Optuna's JSON form of each parameter's distribution (``distribution_to_json``).
+    distributions: dict[str, str]
+    intermediate_values: dict[str, float] = Field(default_factory=dict)
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
+    datetime_start: str | None = None
+    datetime_complete: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: float | None) -> float | None:
+        return _finite("value", v)
+
+
+class StudyExport(_Strict):
+    """A whole study: its specification and every trial (``isotune study export``)."""
+
+    format: Literal["isotune-study/1"]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    state: Literal["active", "archived"] = "active"
+    exported_at: str | None = None
+    spec: dict[str, Any]
+    trials: Annotated[list[ExportedTrial], Field(max_length=1_000_000)]

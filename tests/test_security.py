@@ -34,6 +34,8 @@ MINIMUM = {
     ("DELETE", V1 + "/studies/{name}"): "admin",
     ("GET", V1 + "/studies/{name}/trials"): "reader",
     ("GET", V1 + "/studies/{name}/prior.png"): "reader",
+    ("GET", V1 + "/studies/{name}/export"): "reader",
+    ("POST", V1 + "/studies/import"): "admin",
     ("GET", V1 + "/trials/{trial_id}"): "reader",
     ("POST", V1 + "/studies/{name}/claim"): "worker",
     ("POST", V1 + "/trials/{trial_id}/heartbeat"): "worker",

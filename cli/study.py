@@ -205,24 +205,53 @@ def dashboard_cmd(
     artifact_dir: Annotated[
         Path, typer.Option("--artifact-dir", help="Artifact store (files the studies attach).")
     ] = Path("artifacts"),
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without tokens (loopback only).")
+    ] = False,
 ) -> None:
-    """Run optuna-dashboard on the service's database. It has no authentication of its own:
-    keep it on loopback, or behind something that checks who is asking."""
+    """Run optuna-dashboard on the service's database. Every request needs an isotune token
+    (role reader or above) as the password of HTTP Basic authentication, any user name."""
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
     import optuna
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
+    from service.auth import lookup_role
+    from service.dashboard import TokenGate
     from service.db import database_url as resolve
-    from service.db import optuna_storage, redact
+    from service.db import make_engine, optuna_storage, redact, session_factory
 
+    if no_auth and host not in LOOPBACK:
+        raise OptionError("host", host, "--no-auth is only allowed on a loopback address")
     url = resolve(database_url)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
+    app = wsgi(optuna_storage(url), artifact_store=store)
+    if not no_auth:
+        sessions = session_factory(make_engine(url))
+
+        def lookup(token: str) -> str | None:
+            with sessions() as session:
+                return lookup_role(session, token)
+
+        app = TokenGate(app, lookup)
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # no access log
+            pass
+
+    mode = "WITHOUT authentication" if no_auth else "with isotune tokens (HTTP Basic password)"
     typer.echo(
-        f"optuna-dashboard on http://{host}:{port}/dashboard, database {redact(url)}, "
+        f"optuna-dashboard on http://{host}:{port}/dashboard {mode}, database {redact(url)}, "
         f"artifacts in {artifact_dir}",
         err=True,
     )
-    run_server(optuna_storage(url), host=host, port=port, artifact_store=store)
+    with make_server(host, port, app, server_class=Server, handler_class=Quiet) as httpd:
+        httpd.serve_forever()
 
 
 class OptionError(ValueError):

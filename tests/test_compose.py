@@ -52,7 +52,10 @@ def test_services_and_wiring() -> None:
             "service_completed_successfully"
         )
     assert SERVICES["server"]["ports"] == ["8000:8000"]
-    assert SERVICES["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]  # no auth: loopback only
+    assert SERVICES["dashboard"]["ports"] == ["8080:8080"]
+    # published beyond loopback, so never without tokens (tests/test_server.py checks the gate)
+    for name in ("server", "dashboard"):
+        assert "--no-auth" not in SERVICES[name]["command"]
     assert "artifacts:/artifacts" in SERVICES["dashboard"]["volumes"]
     assert set(COMPOSE["volumes"]) == {"pgdata", "artifacts"}
     worker = SERVICES["worker"]

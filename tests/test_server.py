@@ -254,7 +254,7 @@ def test_server_survives_dropped_database_connections(pg_server) -> None:
 
 def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
     """``isotune dashboard`` (optuna-dashboard on the service's database and an artifact store)
-    answers with the study, compressed as browsers ask for it."""
+    answers only with an isotune token, then with the study, compressed as browsers ask for it."""
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     store = tmp_path / "artifacts"
     with server(url) as base, Client(base, retry_seconds=5) as c:
@@ -265,6 +265,11 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
                        str(tmp_path / "prior_map.png"), "--artifact-dir", str(store),
                        "--database-url", url)  # fmt: skip
         assert plot.returncode == 0 and "attached to study real" in plot.stdout, plot.stderr
+    made = isotune("token", "create", "--role", "reader", "--name", "eyes", "--database-url", url)
+    assert made.returncode == 0, made.stderr
+    auth = ("anyone", made.stdout.strip())  # HTTP Basic: the token is the password
+    refused = isotune("dashboard", "--host", "0.0.0.0", "--no-auth", "--database-url", url)
+    assert refused.returncode == 2 and "host=" in refused.stderr
     port = free_port()
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
@@ -279,21 +284,28 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
             assert proc.poll() is None, "isotune dashboard exited"
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/api/studies", headers=headers, timeout=2)
-                if r.status_code == 200:
+                if r.status_code == 401:
                     break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "isotune dashboard did not answer"
             time.sleep(0.3)
-        assert [s["study_name"] for s in r.json()["study_summaries"]] == ["real"]
-        # the prior map shows up among the study's artifacts, and the dashboard serves it
-        detail = httpx.get(f"http://127.0.0.1:{port}/api/studies/1", headers=headers, timeout=5)
-        [artifact] = detail.json()["artifacts"]
-        assert artifact["filename"] == "prior_map.png" and artifact["mimetype"] == "image/png"
-        png = httpx.get(f"http://127.0.0.1:{port}/artifacts/1/{artifact['artifact_id']}", timeout=5)
-        assert png.content == (tmp_path / "prior_map.png").read_bytes()
-        page = httpx.get(f"http://127.0.0.1:{port}/dashboard", headers=headers, timeout=5)
-        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert r.headers["www-authenticate"].startswith("Basic ")
+        h = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=5)
+        with h:
+            for bad in (("anyone", "isotune_guess"), ("anyone", "")):
+                assert h.get("/dashboard", auth=bad).status_code == 401
+            bearer = {"Authorization": "Bearer nope"}
+            assert h.get("/api/studies", headers=bearer).status_code == 401
+            r = h.get("/api/studies", auth=auth)
+            assert [s["study_name"] for s in r.json()["study_summaries"]] == ["real"]
+            # the prior map shows up among the study's artifacts, and the dashboard serves it
+            [artifact] = h.get("/api/studies/1", auth=auth).json()["artifacts"]
+            assert artifact["filename"] == "prior_map.png" and artifact["mimetype"] == "image/png"
+            png = h.get(f"/artifacts/1/{artifact['artifact_id']}", auth=auth)
+            assert png.content == (tmp_path / "prior_map.png").read_bytes()
+            page = h.get("/dashboard", auth=auth)
+            assert page.status_code == 200 and "<html" in page.text.lower()
         assert store.is_dir()
     finally:
         stop(proc, timeout=20)

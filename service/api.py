@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from optuna.trial import TrialState
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ROLE_RANK, lookup_role
@@ -230,12 +232,34 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         """The study's specification and every trial, as JSON (``isotune study export``)."""
         return service.export_study(name)
 
-    @app.post(v1 + "/studies/import", status_code=201, dependencies=[admin])
-    def import_study(
-        data: StudyExport, name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None
+    @app.post(
+        v1 + "/studies/import",
+        status_code=201,
+        dependencies=[admin],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inline_schema(StudyExport)}},
+            }
+        },
+    )
+    async def import_study(
+        request: Request, name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None
     ) -> dict[str, Any]:
-        """Create a study from an export, under ``name`` (default: the exported name)."""
-        return service.import_study(data, name)
+        """Create a study from an export, under ``name`` (default: the exported name). The body
+        (up to 256 MB) is read only after the token is checked, and parsed off the event loop."""
+        body = await request.body()
+
+        def parse() -> StudyExport:
+            try:
+                return StudyExport.model_validate_json(body)
+            except ValidationError as e:
+                raise RequestValidationError(
+                    [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+                ) from None
+
+        data = await run_in_threadpool(parse)
+        return await run_in_threadpool(service.import_study, data, name)
 
     @app.get(v1 + "/trials/{trial_id}", dependencies=[reader])
     def get_trial(trial_id: TrialId) -> dict[str, Any]:
@@ -336,6 +360,24 @@ class BodyLimit:
 
     def _detail(self, size: str, limit: int) -> dict[str, str]:
         return {"detail": f"body: {size} bytes exceeds the limit of {limit}"}
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined (for a request body declared by hand)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(x: Any) -> Any:
+        if isinstance(x, dict):
+            ref = x.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [inline(v) for v in x]
+        return x
+
+    return inline(schema)
 
 
 def _finite_json(x: Any) -> Any:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import threading
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -112,8 +113,10 @@ def make_sampler(spec: StudyCreate, trials_so_far: int = 0) -> optuna.samplers.B
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
+    if name == "qmc":  # experimental in Optuna; chosen by the study's author
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -302,7 +305,7 @@ class Service:
         return got
 
     # -- studies ----------------------------------------------------------------------------------
-    def create_study(self, spec: StudyCreate) -> dict[str, Any]:
+    def create_study(self, spec: StudyCreate, state: str = "active") -> dict[str, Any]:
         # refuse a pruner, a task or a prior that cannot be honored before storing anything
         make_pruner(spec)
         prior = study_prior(spec)
@@ -328,7 +331,7 @@ class Service:
                             name=spec.name,
                             optuna_study_id=study._study_id,
                             spec=spec.model_dump(mode="json"),
-                            state="active",
+                            state=state,
                             created_at=now(),
                         )
                     )
@@ -401,67 +404,80 @@ class Service:
         Finished trials come back as they were (values, intermediate values, attributes, times)
         and count against the budget as before; queued (WAITING) parameters are queued again; a
         trial RUNNING at export time comes back FAILED ("running when exported") with its
-        parameters queued for a retry. All or nothing: a trial that does not fit its study
-        leaves no study behind (422 naming ``trials[i]``)."""
+        parameters queued for a retry while retries remain. The study is created ``importing``
+        (claims answer ``done``) and takes its exported state last. All or nothing: a trial that
+        does not fit the study's space leaves no study behind (422 naming ``trials[i]``)."""
         try:
             spec = StudyCreate.model_validate({**data.spec, "name": name or data.name})
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             raise Invalid(f"spec.{where}", first.get("input"), first["msg"]) from None
-        self.create_study(spec)
+        self.create_study(spec, state="importing")
         try:
-            self._add_trials(spec.name, data)
-            if data.state == "archived":
-                self.archive_study(spec.name)
-        except Exception:
-            self.delete_study(spec.name)
+            self._add_trials(spec, data)
+            with self.sessions.begin() as session:
+                session.get(StudyRecord, spec.name).state = data.state
+        except BaseException:
+            try:
+                self.delete_study(spec.name)
+            except Exception:  # keep the import's own error; the half study is logged
+                log.exception("could not delete the half-imported study %r", spec.name)
             raise
         return self.get_study(spec.name)
 
-    def _add_trials(self, name: str, data: StudyExport) -> None:
-        study = optuna.load_study(study_name=name, storage=self.storage)
+    def _add_trials(self, spec: StudyCreate, data: StudyExport) -> None:
+        """The exported trials, checked against the study's space, then stored in one pass."""
+        name = spec.name
+        space = {k: to_distribution(d) for k, d in spec.space.items()}
+        rec = self._record(name)
+        frozen: list[tuple[optuna.trial.FrozenTrial, int, str]] = []
         retry: list[tuple[dict[str, Any], int]] = []
-        with self.study_lock(name):
-            for i, t in enumerate(sorted(data.trials, key=lambda t: t.number)):
+        for i, t in enumerate(sorted(data.trials, key=lambda t: t.number)):
+            try:
                 attempt = int(t.user_attrs.get(ATTEMPT_ATTR, 1))
+                params = _checked_params(t.params, space)
                 if t.state == "WAITING":
-                    retry.append((t.params, attempt))
+                    retry.append((params, attempt))
                     continue
+                dists = {}
+                for k, v in t.distributions.items():
+                    dists[k] = optuna.distributions.json_to_distribution(v)
+                    if dists[k] != space.get(k):
+                        raise ValueError(f"parameter {k!r}: {dists[k]} is not the study's {k}")
                 state, attrs = TrialState[t.state], dict(t.user_attrs)
-                complete = _when(t.datetime_complete)
+                start, complete = _when(t.datetime_start), _when(t.datetime_complete)
                 if state == TrialState.RUNNING:
                     state, attrs["isotune_fail"] = TrialState.FAIL, "running when exported"
-                    complete = datetime.now()  # Optuna's clock: naive local time
-                    retry.append((t.params, attempt + 1))
-                try:
-                    frozen = optuna.trial.FrozenTrial(
-                        number=0, trial_id=0, state=state,
-                        value=t.value if state != TrialState.FAIL else None, values=None,
-                        datetime_start=_when(t.datetime_start),
-                        datetime_complete=complete,
-                        params=t.params,
-                        distributions={
-                            k: optuna.distributions.json_to_distribution(v)
-                            for k, v in t.distributions.items()
-                        },
-                        user_attrs=attrs, system_attrs={},
-                        intermediate_values={int(k): v for k, v in t.intermediate_values.items()},
-                    )  # fmt: skip
-                    study.add_trial(frozen)
-                except (ValueError, TypeError, KeyError) as e:
-                    raise Invalid(f"trials[{i}]", t.number, str(e)) from None
-                trial = study.trials[-1]
-                with self.sessions.begin() as session:  # the budget counts it as before
-                    stamp = trial.datetime_start or datetime.now()
-                    session.add(
-                        Lease(
-                            trial_id=trial._trial_id, study_name=name, trial_number=trial.number,
-                            worker_id=str(attrs.get(WORKER_ATTR, "imported"))[:200],
-                            claimed_at=stamp.astimezone(UTC), expires_at=stamp.astimezone(UTC),
-                            attempt=attempt, state="finished",
-                        )
-                    )  # fmt: skip
+                    complete = max(datetime.now(), start or datetime.now())  # Optuna's clock
+                    if attempt <= spec.retries:
+                        retry.append((params, attempt + 1))
+                trial = optuna.trial.FrozenTrial(
+                    number=0, trial_id=0, state=state,
+                    value=t.value if state != TrialState.FAIL else None, values=None,
+                    datetime_start=start, datetime_complete=complete,
+                    params=t.params, distributions=dists, user_attrs=attrs, system_attrs={},
+                    intermediate_values={int(k): v for k, v in t.intermediate_values.items()},
+                )  # fmt: skip
+                trial._validate()
+            except (ValueError, TypeError, KeyError) as e:
+                raise Invalid(f"trials[{i}]", t.number, str(e)) from None
+            frozen.append((trial, attempt, str(attrs.get(WORKER_ATTR, "imported"))[:200]))
+        with self.study_lock(name):
+            leases = []
+            for trial, attempt, worker in frozen:
+                trial_id = self.storage.create_new_trial(rec.optuna_study_id, template_trial=trial)
+                stamp = (trial.datetime_start or datetime.now()).astimezone(UTC)
+                leases.append(
+                    Lease(
+                        trial_id=trial_id, study_name=name,
+                        trial_number=self.storage.get_trial_number_from_id(trial_id),
+                        worker_id=worker, claimed_at=stamp, expires_at=stamp, attempt=attempt,
+                        state="finished",
+                    )
+                )  # fmt: skip
+            with self.sessions.begin() as session:  # the budget counts them as before
+                session.add_all(leases)
             for params, attempt in retry:
                 self._enqueue(name, params, attempt)
 
@@ -955,7 +971,27 @@ def _finite(x: float | None) -> float | None:
 
 
 def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    """An exported time as Optuna stores it: naive local time (an offset is converted)."""
+    if not text:
+        return None
+    t = datetime.fromisoformat(text)
+    return t.astimezone().replace(tzinfo=None) if t.tzinfo is not None else t
+
+
+def _stamp(t: datetime | None) -> str | None:
+    """Optuna's naive local time, exported with the local offset."""
+    return t.astimezone().isoformat() if t else None
+
+
+def _checked_params(params: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """Parameters (external form) that the study's space can hold; ValueError otherwise."""
+    for k, v in params.items():
+        if k not in space:
+            raise ValueError(f"parameter {k!r} is not in the study's space")
+        dist = space[k]
+        if not dist._contains(dist.to_internal_repr(v)):
+            raise ValueError(f"parameter {k}={v!r} lies outside {dist}")
+    return params
 
 
 def _export_trial(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -972,8 +1008,8 @@ def _export_trial(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         },
         "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
         "user_attrs": t.user_attrs,
-        "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
-        "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        "datetime_start": _stamp(t.datetime_start),
+        "datetime_complete": _stamp(t.datetime_complete),
     }
 
 

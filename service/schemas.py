@@ -297,6 +297,29 @@ class ExportedTrial(_Strict):
     def _value(cls, v: float | None) -> float | None:
         return _finite("value", v)
 
+    @field_validator("intermediate_values")
+    @classmethod
+    def _steps(cls, v: dict[str, float]) -> dict[str, float]:
+        for step, value in v.items():
+            if not step.isdigit() or int(step) > 2**31 - 1:
+                raise ValueError(f"step {step!r} must be a whole number in 0..2**31-1")
+            _finite(f"intermediate value at step {step}", value)
+        return v
+
+    @field_validator("params", "user_attrs")
+    @classmethod
+    def _finite_json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        todo: list[object] = [v]
+        while todo:
+            x = todo.pop()
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"must hold finite numbers only, got {x}")
+            if isinstance(x, dict):
+                todo.extend(x.values())
+            elif isinstance(x, list):
+                todo.extend(x)
+        return v
+
 
 class StudyExport(_Strict):
     """A whole study: its specification and every trial (``isotune study export``)."""

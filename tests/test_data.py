@@ -52,6 +52,7 @@ def test_export_then_import_round_trip(client: TestClient) -> None:
     assert r.status_code == 200
     original = r.json()
     assert original["format"] == "isotune-study/1" and original["spec"]["name"] == "s1"
+    assert original["trials"][0]["datetime_start"][-6] in "+-"  # times carry their offset
     states = sorted(t["state"] for t in original["trials"])
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "PRUNED", "RUNNING", "WAITING"]
 
@@ -90,7 +91,11 @@ def test_import_refuses_bad_exports_and_leaves_nothing(client: TestClient) -> No
     def refused(body: dict, status: int, field: str, **params: str) -> None:
         r = client.post(f"{V1}/studies/import", params=params, json=body)
         assert r.status_code == status, r.text
-        assert field in r.text, r.text
+        got = r.json()
+        named = [got.get("field") or ""] if isinstance(got["detail"], str) else [
+            ".".join(map(str, e["loc"])) + " " + e["msg"] for e in got["detail"]
+        ]  # fmt: skip
+        assert any(field in n for n in named), (field, named)
         assert sorted(s["name"] for s in client.get(V1 + "/studies").json()) == ["s1"]
 
     refused({**good, "format": "isotune-study/9"}, 422, "format", name="n1")
@@ -102,6 +107,17 @@ def test_import_refuses_bad_exports_and_leaves_nothing(client: TestClient) -> No
     refused(bad_trial, 422, "trials[", name="n3")
     refused({**good, "trials": [{"number": 0}]}, 422, "trials", name="n4")
     refused(good, 422, "name", name="../etc")
+    waiting = json.loads(json.dumps(good))
+    next(t for t in waiting["trials"] if t["state"] == "WAITING")["params"]["hidden"] = 10**6
+    refused(waiting, 422, "trials[", name="n5")  # queued parameters are checked too
+    wrong_kind = json.loads(json.dumps(good))
+    wrong_kind["trials"][0]["distributions"]["mu_f"] = wrong_kind["trials"][0]["distributions"][
+        "lr"
+    ]
+    refused(wrong_kind, 422, "trials[", name="n6")
+    bad_step = json.loads(json.dumps(good))
+    bad_step["trials"][0]["intermediate_values"] = {str(2**40): 0.5}
+    refused(bad_step, 422, "intermediate_values", name="n7")
 
 
 def test_pg_dump_and_restore_keep_every_trial(pg_server, tmp_path: Path) -> None:

@@ -268,6 +268,8 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
     made = isotune("token", "create", "--role", "reader", "--name", "eyes", "--database-url", url)
     assert made.returncode == 0, made.stderr
     auth = ("anyone", made.stdout.strip())  # HTTP Basic: the token is the password
+    boss = isotune("token", "create", "--role", "admin", "--name", "boss", "--database-url", url)
+    admin = ("anyone", boss.stdout.strip())
     refused = isotune("dashboard", "--host", "0.0.0.0", "--no-auth", "--database-url", url)
     assert refused.returncode == 2 and "host=" in refused.stderr
     port = free_port()
@@ -306,6 +308,15 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
             assert png.content == (tmp_path / "prior_map.png").read_bytes()
             page = h.get("/dashboard", auth=auth)
             assert page.status_code == 200 and "<html" in page.text.lower()
+            # changes need an admin token, and not from a page on another origin
+            assert h.delete("/api/studies/1", auth=auth).status_code == 403
+            evil = {"Origin": "https://evil.example"}
+            assert h.delete("/api/studies/1", auth=admin, headers=evil).status_code == 403
+            odd = {"Authorization": ("Basic " + "é" * 8).encode("latin-1")}  # not base64: 401
+            assert h.get("/api/studies", headers=odd).status_code == 401
+            names = [s["study_name"] for s in h.get("/api/studies", auth=auth).json()[
+                "study_summaries"]]  # fmt: skip
+            assert names == ["real"]
         assert store.is_dir()
     finally:
         stop(proc, timeout=20)

@@ -59,6 +59,8 @@ log = logging.getLogger("isotune.service")
 
 #: A trial id in a path (Optuna's ids are 32-bit integers on PostgreSQL).
 TrialId = Annotated[int, Path(ge=0, le=2**31 - 1)]
+#: A study name in a path: the names studies can have (a 422 naming it otherwise, never a lookup).
+StudyName = Annotated[str, Path(pattern=NAME_PATTERN)]
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 1_000_000
 #: Larger bodies allowed on some paths: a study import carries every trial.
@@ -197,20 +199,20 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         return service.list_studies()
 
     @app.get(v1 + "/studies/{name}", dependencies=[reader])
-    def get_study(name: str) -> dict[str, Any]:
+    def get_study(name: StudyName) -> dict[str, Any]:
         return service.get_study(name)
 
     @app.post(v1 + "/studies/{name}/archive", dependencies=[admin])
-    def archive_study(name: str) -> dict[str, Any]:
+    def archive_study(name: StudyName) -> dict[str, Any]:
         return service.archive_study(name)
 
     @app.delete(v1 + "/studies/{name}", status_code=204, dependencies=[admin])
-    def delete_study(name: str) -> None:
+    def delete_study(name: StudyName) -> None:
         service.delete_study(name)
 
     @app.get(v1 + "/studies/{name}/trials", dependencies=[reader])
     def list_trials(
-        name: str,
+        name: StudyName,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
@@ -222,13 +224,13 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}},
     )
-    def prior_png(name: str) -> Response:
+    def prior_png(name: StudyName) -> Response:
         """The study's prior map: ξ_C over two initialization hyperparameters, the contour
         ξ_C = T/c and every trial coloured by its outcome."""
         return Response(service.prior_map(name).png, media_type="image/png")
 
     @app.get(v1 + "/studies/{name}/export", dependencies=[reader])
-    def export_study(name: str) -> dict[str, Any]:
+    def export_study(name: StudyName) -> dict[str, Any]:
         """The study's specification and every trial, as JSON (``isotune study export``)."""
         return service.export_study(name)
 
@@ -266,7 +268,7 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
         return service.get_trial(trial_id)
 
     @app.post(v1 + "/studies/{name}/claim", dependencies=[worker])
-    def claim(name: str, body: ClaimRequest) -> ClaimResponse:
+    def claim(name: StudyName, body: ClaimRequest) -> ClaimResponse:
         return service.claim(name, body.worker_id, body.capabilities)
 
     @app.post(v1 + "/trials/{trial_id}/heartbeat", dependencies=[worker])

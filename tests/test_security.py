@@ -203,7 +203,16 @@ def test_nul_characters_are_refused_naming_the_field(
     create(client)
     r = client.post(V1 + path, json=body)
     assert r.status_code == 422, r.text
-    assert field in r.text
+    assert any(e["msg"].startswith(f"Value error, {field}") for e in r.json()["detail"]), r.text
+
+
+@pytest.mark.parametrize("path", ["/studies/a%00b", "/studies/a%00b/export", "/studies/..%20x"])
+def test_odd_study_names_in_paths_are_refused_naming_the_field(
+    client: TestClient, path: str
+) -> None:
+    r = client.get(V1 + path)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["path", "name"]
 
 
 def test_cors_is_off_by_default(client: TestClient) -> None:

@@ -78,7 +78,7 @@ def fuzz(url: str, max_examples: int, seed: int) -> dict:
                 [sys.executable, "-m", "schemathesis.cli", "run", base + "/openapi.json",
                  "--checks", "not_a_server_error", "--max-examples", str(max_examples),
                  "--seed", str(seed), "--no-color", "--generation-allow-x00", "true"],
-                cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=1800, check=False,
+                cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=600, check=False,
             ).returncode  # fmt: skip
         after = requests_by_status(base)
         server_alive = server.poll() is None

@@ -256,9 +256,13 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
             try:
                 return StudyExport.model_validate_json(body)
             except ValidationError as e:
-                raise RequestValidationError(
-                    [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
-                ) from None
+                errors = []
+                for err in e.errors():
+                    err = {**err, "loc": ("body", *err["loc"])}
+                    if isinstance(err.get("input"), bytes):  # a body that is not UTF-8 JSON
+                        err["input"] = err["input"][:200].decode("utf-8", "replace")
+                    errors.append(err)
+                raise RequestValidationError(errors) from None
 
         data = await run_in_threadpool(parse)
         return await run_in_threadpool(service.import_study, data, name)

@@ -179,3 +179,13 @@ def test_sqlite_backup_and_cli_export_import(tmp_path: Path) -> None:
         broken.write_text("{not json")
         bad = isotune("study", "import", str(broken), "--server", base)
         assert bad.returncode == 2 and "file=" in bad.stderr
+
+
+def test_import_of_a_body_that_is_not_json_is_a_422(client: TestClient) -> None:
+    """Found by fuzzing: a body that is not UTF-8 made the error report itself fail (500)."""
+    for body in (b"\xfeo\xcbJSe", b"{not json", b"[]", b"null"):
+        r = client.post(
+            f"{V1}/studies/import", content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["detail"][0]["loc"][0] == "body"

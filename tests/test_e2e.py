@@ -44,10 +44,13 @@ def study(name: str, **changes: object) -> dict:
 
 
 @contextlib.contextmanager
-def worker(base: str, worker_id: str, *studies: str) -> Iterator[subprocess.Popen[str]]:
-    """An ``isotune worker`` process; its output goes to a file, returned in ``proc.log``."""
+def worker(
+    base: str, worker_id: str, *studies: str, retry: float = 20
+) -> Iterator[subprocess.Popen[str]]:
+    """An ``isotune worker`` process; its output goes to a file, returned in ``proc.log``.
+    ``retry``: how long it retries an unreachable or failing server."""
     args = [sys.executable, "-m", "cli.main", "worker", "--server", base, "--worker-id", worker_id,
-            "--threads", "1", "--device", "cpu", "--retry-seconds", "20"]  # fmt: skip
+            "--threads", "1", "--device", "cpu", "--retry-seconds", str(retry)]  # fmt: skip
     for s in studies:
         args += ["--study", s]
     log = tempfile.TemporaryFile(mode="w+")

@@ -91,8 +91,9 @@ def test_server_killed_and_restarted_mid_study(db_url: str, tmp_path: Path) -> N
         first = stack.enter_context(serving(db_url, port, log))
         c = stack.enter_context(Client(base, retry_seconds=60))
         c.create_study(spec("restart"))
-        a = stack.enter_context(worker(base, "a", "restart"))
-        b = stack.enter_context(worker(base, "b", "restart"))
+        # retries outlast a restart on a loaded machine (each trial's lease: 30 s)
+        a = stack.enter_context(worker(base, "a", "restart", retry=25))
+        b = stack.enter_context(worker(base, "b", "restart", retry=25))
 
         def progress() -> bool:
             states = [t["state"] for t in c.trials("restart")["trials"]]
@@ -121,7 +122,10 @@ def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
             Client(base, retry_seconds=60) as c,
         ):
             c.create_study(spec("pgdown"))
-            with worker(base, "a", "pgdown") as a, worker(base, "b", "pgdown") as b:
+            with (
+                worker(base, "a", "pgdown", retry=25) as a,
+                worker(base, "b", "pgdown", retry=25) as b,
+            ):
                 wait_for(
                     lambda: any(t["state"] == "COMPLETE" for t in c.trials("pgdown")["trials"]),
                     180, "a completed trial",

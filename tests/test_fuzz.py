@@ -5,23 +5,17 @@ must reach the server (its own counter says so) and not one may be answered with
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_benchmarks import run_script
 
 
 def test_schemathesis_finds_no_server_error(db_url: str, tmp_path: Path) -> None:
     log = tmp_path / "fuzz.log"
-    with log.open("w") as f:
-        rc = subprocess.run(
-            [sys.executable, "benchmarks/fuzz.py", "--database-url", db_url, "--max-examples",
-             "200", "--out", str(tmp_path)],
-            cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900, check=False,
-        ).returncode  # fmt: skip
-    [result] = json.loads((tmp_path / "fuzz.json").read_text())["results"].values()
+    args = ["benchmarks/fuzz.py", "--database-url", db_url, "--max-examples", "200"]
+    rc = run_script([*args, "--out", str(tmp_path)], log, timeout=900)
     assert rc == 0, log.read_text()[-4000:]
+    [result] = json.loads((tmp_path / "fuzz.json").read_text())["results"].values()
     assert result["server_errors"] == 0 and result["server_alive"]
     assert result["requests"] >= 1000 and result["generated"] >= 1000, result
     assert {"200", "404", "422"} <= set(result["by_status"]), result["by_status"]

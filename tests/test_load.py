@@ -6,25 +6,22 @@ workers for two minutes, is in ``benchmarks/results/load.md``)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_benchmarks import run_script
 
 
 def test_short_load_on_two_server_processes(pg_server, tmp_path: Path) -> None:
     url = pg_server.url_for(pg_server.create_database())
     log = tmp_path / "load.log"
-    with log.open("w") as f:
-        rc = subprocess.run(
-            [sys.executable, "benchmarks/load.py", "--database-url", url, "--clients", "16",
-             "--processes", "2", "--seconds", "8", "--lease", "3", "--abandon", "0.05",
-             "--out", str(tmp_path)],
-            cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=300, check=False,
-        ).returncode  # fmt: skip
+    rc = run_script(
+        ["benchmarks/load.py", "--database-url", url, "--clients", "16", "--processes", "2",
+         "--seconds", "8", "--lease", "3", "--abandon", "0.05", "--out", str(tmp_path)],
+        log, timeout=300,
+    )  # fmt: skip
+    assert rc == 0, log.read_text()[-3000:]
     report = json.loads((tmp_path / "load.json").read_text())
-    assert rc == 0 and report["ok"], log.read_text()[-3000:]
+    assert report["ok"], report
     assert all(report["checks"].values())
     assert report["abandoned"] > 0 and report["retried"] > 0 and report["completed"] > 50
     assert set(report["status"]) == {"200"}

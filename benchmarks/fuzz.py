@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from cli.procs import free_port, stop, wait_healthy  # noqa: E402
+from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 COUNT = re.compile(r"^isotune_request_seconds_count\{(?P<labels>[^}]*)\} (?P<n>[\d.e+]+)$", re.M)
@@ -57,13 +57,7 @@ def requests_by_status(base: str) -> dict[str, int]:
 
 def fuzz(url: str, max_examples: int, seed: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="isotune-fuzz-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (work / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--database-url", url,
-         "--no-auth"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server, base = start_server(url, work / "server.log")
     t0 = time.monotonic()
     try:
         wait_healthy(base, server)
@@ -84,7 +78,6 @@ def fuzz(url: str, max_examples: int, seed: int) -> dict:
         server_alive = server.poll() is None
     finally:
         stop(server, timeout=30)
-        log.close()
     text = st_log.read_text()
     generated = re.search(r"(\d+) generated", text)
     sent = {s: n - before.get(s, 0) for s, n in sorted(after.items()) if n - before.get(s, 0)}

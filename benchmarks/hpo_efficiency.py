@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli.procs import free_port, stop, wait_healthy  # noqa: E402
+from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 from service.client import ApiError, Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -145,14 +145,8 @@ def main() -> None:
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="isotune-hpo-"))
     url = f"sqlite:///{work / 'hpo.db'}"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(url, work / "server.log")
     cmd = [sys.executable, "-m", "cli.main"]
-    log = (work / "server.log").open("w")
-    server = subprocess.Popen(
-        [*cmd, "serve", "--port", str(port), "--database-url", url, "--no-auth"],
-        stdout=log, stderr=log, cwd=ROOT,
-    )  # fmt: skip
     procs: list[subprocess.Popen] = []
     names: dict[tuple[str, int], str] = {}
     refused: dict[str, str] = {}
@@ -187,7 +181,6 @@ def main() -> None:
     finally:
         for p in [*procs, server]:
             stop(p)
-        log.close()
     report = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),

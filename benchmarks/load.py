@@ -30,7 +30,6 @@ import multiprocessing as mp
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from cli.procs import free_port, stop, wait_healthy  # noqa: E402
+from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 from service.api import REAP_INTERVAL  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -141,14 +140,7 @@ def all_trials(base: str, study: str) -> list[dict]:
 
 def run(args: argparse.Namespace, url: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix="isotune-load-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (work / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--database-url", url,
-         "--no-auth", "--workers", str(args.server_processes)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server, base = start_server(url, work / "server.log", "--workers", str(args.server_processes))
     study = f"load-{int(time.time())}"
     procs: list[mp.Process] = []
     try:
@@ -184,7 +176,6 @@ def run(args: argparse.Namespace, url: str) -> dict:
             if p.is_alive():
                 p.kill()
         stop(server, timeout=30)
-        log.close()
     lat = {r: sorted(x for rec in records for x in rec["lat"][r]) for r in ROUTES}
     status = Counter()
     for rec in records:

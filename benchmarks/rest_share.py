@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli.procs import free_port, stop, wait_healthy  # noqa: E402
+from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 from service.client import Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -51,14 +51,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="isotune-rest-"))
     url = args.database_url or f"sqlite:///{work / 'rest.db'}"
     backend = url.split(":", 1)[0].split("+", 1)[0]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(url, work / "server.log")
     cmd = [sys.executable, "-m", "cli.main"]
-    log = (work / "server.log").open("w")
-    server = subprocess.Popen(
-        [*cmd, "serve", "--port", str(port), "--database-url", url, "--no-auth"],
-        stdout=log, stderr=log, cwd=ROOT,
-    )  # fmt: skip
     worker = None
     name = f"rest-share-{int(time.time())}"
     t0 = time.monotonic()
@@ -91,7 +85,6 @@ def main() -> None:
         for p in (worker, server):
             if p is not None:
                 stop(p)
-        log.close()
     trials = [{k: float(v) for k, v in m.groupdict().items()} for m in LINE.finditer(text)]
     if len(trials) != args.trials:
         raise SystemExit(f"expected {args.trials} trial lines in the worker log:\n{text[-3000:]}")

@@ -7,9 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
-__all__ = ["free_port", "stop", "wait_healthy"]
+__all__ = ["free_port", "start_server", "stop", "wait_healthy"]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -45,3 +49,16 @@ def stop(p: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGKILL)
             p.wait(timeout=10)
+
+
+def start_server(url: str, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``isotune serve --no-auth`` on ``url`` and a free loopback port, its output appended to
+    ``log``; returns the process (not yet answering: see :func:`wait_healthy`) and its base URL."""
+    port = free_port()
+    with log.open("a") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--database-url", url,
+             "--no-auth", *extra],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"

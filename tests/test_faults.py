@@ -105,9 +105,13 @@ def test_server_killed_and_restarted_mid_study(db_url: str, tmp_path: Path) -> N
         with serving(db_url, port, log):
             assert a.wait(timeout=240) == 0, output(a)
             assert b.wait(timeout=60) == 0, output(b)
-            check_study(c, "restart", [output(a), output(b)])
-            n_fail = sum(t["state"] == "FAIL" for t in c.trials("restart")["trials"])
-    assert n_fail == 0
+            # a claim cut by the kill between Optuna's ask and its lease leaves an orphan, reaped
+            # as "claimed but never handed out" (no worker held it); every other trial completes
+            wait_for(
+                lambda: "RUNNING" not in [t["state"] for t in c.trials("restart")["trials"]],
+                60, "no trial left RUNNING",
+            )  # fmt: skip
+            check_study(c, "restart", [output(a), output(b)], orphans_allowed=True)
 
 
 def test_postgres_restarted_mid_study(tmp_path: Path) -> None:

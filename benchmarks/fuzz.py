@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from reporting import recorded_args  # noqa: E402
 
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 
@@ -112,7 +113,7 @@ def main() -> None:
                 if backend == "sqlite":
                     targets[backend] = f"sqlite:///{tempfile.mkdtemp(prefix='isotune-fz-')}/f.db"
                 else:
-                    from tests.pg import postgres_cluster
+                    from tests.support.pg import postgres_cluster
 
                     cluster = stack.enter_context(postgres_cluster())
                     targets[backend] = cluster.url_for(cluster.create_database())
@@ -121,7 +122,7 @@ def main() -> None:
     report = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": recorded_args(args),
         "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)

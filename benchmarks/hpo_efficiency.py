@@ -40,8 +40,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reporting import recorded_args  # noqa: E402
+
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
-from service.client import ApiError, Client  # noqa: E402
+from contract.client import ApiError, Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ARMS = {
@@ -185,7 +187,7 @@ def main() -> None:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
         "seconds": time.monotonic() - t0,
-        "args": {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()},
+        "args": recorded_args(args),
         "feasible_share": feasible_share(args),
         "arms": {arm: {"label": ARMS[arm], "runs": runs} for arm, runs in per_arm.items()},
         "refused": refused,

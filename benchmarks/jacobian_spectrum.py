@@ -1,9 +1,10 @@
 """Singular values of the T-step state-to-state Jacobian against the theory, and finite width.
 
-THEORY.md §4 predicts, from the untied mean-field fixed point, two moments of λ, the eigenvalues of
-PPᵀ with P = J_T ⋯ J_1 the product of one-step Jacobians: the mean E[λ] = m₁^T and the spread
-Var(λ)/E[λ]² (:func:`meanfield.jacobian.isometry` with the per-unit moments). This script measures
-both on the recurrent cores the workers train (``workers.models``), near criticality (ξ_C ≈ 50):
+docs/theory.md §4 predicts, from the untied mean-field fixed point, two moments of λ, the
+eigenvalues of PPᵀ with P = J_T ⋯ J_1 the product of one-step Jacobians: the mean E[λ] = m₁^T and
+the spread Var(λ)/E[λ]² (:func:`meanfield.jacobian.isometry` with the per-unit moments). This
+script measures both on the recurrent cores the workers train (``workers.models``), near
+criticality (ξ_C ≈ 50):
 
 - *untied*: the weights are drawn afresh (:func:`workers.models.initialize`) at every step, the
   theory's own assumption;
@@ -15,8 +16,8 @@ forward pass. For the LSTM the state is the cell state c, with h_{t-1} = o_{t-1}
 (the Jacobian the engine reports, ``meanfield/cells/lstm.py``). Before P starts, the network runs
 5·ξ_C + 20 steps so that it sits at its fixed point. Inputs are N(0, R = 1), fresh at every step.
 
-Finite width (THEORY.md §6): for widths n = 32 … 512 the measured mean and spread are compared with
-the theory at T = 1, 2, 4, …, 256, against T/√n. A prediction is said to *hold* at T when the
+Finite width (docs/theory.md §6): for widths n = 32 … 512 the measured mean and spread are compared
+with the theory at T = 1, 2, 4, …, 256, against T/√n. A prediction is said to *hold* at T when the
 seed-averaged mean is within 10 % of m₁^T and the spread within 25 % of the theory's or 0.025 of it
 (a spread that small is isometric either way, and n eigenvalues cannot resolve it).
 
@@ -325,7 +326,8 @@ def write(report: dict, out: Path, n_hist: int, keep: list[int]) -> None:
         "",
         f"Written by `python benchmarks/jacobian_spectrum.py` on {report['date']} "
         f"({report['machine']}, commit {report['commit']}, {report['seconds'] / 60:.0f} min). "
-        "THEORY.md §4, §6, §7.2. λ: eigenvalues of PPᵀ, P the T-step product of the state-to-state "
+        "docs/theory.md §4, §6, §7.2. λ: eigenvalues of PPᵀ, P the T-step product of the "
+        "state-to-state "
         "Jacobians (LSTM: the cell state). Theory: E[λ] = m₁^T and the spread Var(λ)/E[λ]² of "
         "independently drawn gated Jacobians. Measured: autograd Jacobians of the workers' modules "
         "after a burn-in of 5·ξ_C + 20 steps; the mean over seeds of each realization's mean and "

@@ -17,7 +17,8 @@ reads every trial back and checks:
   (abandoned or reported) queued exactly one new attempt.
 
 Usage: python benchmarks/load.py [--clients 64] [--server-processes 2] [--seconds 120]
-       [--database-url postgresql+psycopg://...]   (default: a throwaway cluster, tests/pg.py)
+       [--database-url postgresql+psycopg://...]   (default: a throwaway cluster,
+       tests/support/pg.py)
 Writes benchmarks/results/load.{md,json}; exits 1 if a check fails. About 3 minutes.
 """
 
@@ -41,9 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from reporting import recorded_args  # noqa: E402
 
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
-from service.api import REAP_INTERVAL  # noqa: E402
+from service.settings import REAP_INTERVAL  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 V1 = "/api/v1"
@@ -140,7 +142,10 @@ def all_trials(base: str, study: str) -> list[dict]:
 
 def run(args: argparse.Namespace, url: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix="isotune-load-"))
-    server, base = start_server(url, work / "server.log", "--workers", str(args.server_processes))
+    tuned = [] if args.reap_interval is None else ["--reap-interval", str(args.reap_interval)]
+    server, base = start_server(
+        url, work / "server.log", "--workers", str(args.server_processes), *tuned
+    )
     study = f"load-{int(time.time())}"
     procs: list[mp.Process] = []
     try:
@@ -168,7 +173,7 @@ def run(args: argparse.Namespace, url: str) -> dict:
         for p in procs:
             p.join(timeout=60)
         # the last abandoned leases expire, then the reaper (every REAP_INTERVAL s) fails them
-        settle = args.lease + 2 * REAP_INTERVAL + 2
+        settle = args.lease + 2 * (args.reap_interval or REAP_INTERVAL) + 2
         time.sleep(settle)
         trials = all_trials(base, study)
     finally:
@@ -207,7 +212,7 @@ def run(args: argparse.Namespace, url: str) -> dict:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": recorded_args(args),
         "wall_s": wall,
         "settle_s": settle,
         "requests": sum(len(v) for v in lat.values()),
@@ -280,13 +285,14 @@ def main() -> None:
     ap.add_argument("--lease", type=float, default=10)
     ap.add_argument("--abandon", type=float, default=0.02)
     ap.add_argument("--fail", type=float, default=0.05)
+    ap.add_argument("--reap-interval", type=float, help="the server's (default: its own, 5 s)")
     ap.add_argument("--database-url", help="PostgreSQL; default: a throwaway cluster")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
         url = args.database_url
         if url is None:
-            from tests.pg import postgres_cluster
+            from tests.support.pg import postgres_cluster
 
             cluster = stack.enter_context(postgres_cluster())
             url = cluster.url_for(cluster.create_database())

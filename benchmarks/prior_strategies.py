@@ -38,9 +38,9 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.core import make_sampler, study_prior, to_distribution  # noqa: E402
 from service.prior import PriorSampler  # noqa: E402
 from service.schemas import StudyCreate  # noqa: E402
+from service.search import make_sampler, study_prior, to_distribution  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 T = 100

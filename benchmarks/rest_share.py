@@ -29,8 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reporting import recorded_args  # noqa: E402
+
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
-from service.client import Client  # noqa: E402
+from contract.client import Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LINE = re.compile(
@@ -94,7 +96,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "backend": backend,
         "seconds": time.monotonic() - t0,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": recorded_args(args),
         "trials": trials,
         "median_share_percent": statistics.median(t["share"] for t in trials),
         "median_wall_s": statistics.median(t["wall"] for t in trials),

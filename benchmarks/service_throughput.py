@@ -1,7 +1,7 @@
 """Trial lifecycles per second through the REST API against raw Optuna on the same storage.
 
 A lifecycle is claim (ask) + 3 intermediate reports + complete (tell). For SQLite and PostgreSQL
-(a throwaway cluster, see tests/pg.py), in one run:
+(a throwaway cluster, see tests/support/pg.py), in one run:
 
 1. raw Optuna ``ask`` / ``report`` / ``tell`` on an RDBStorage, one client;
 2. the same through a real ``isotune serve`` process (uvicorn) and the Python client, one client
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cli.procs import free_port, stop, wait_healthy  # noqa: E402
-from service.client import Client  # noqa: E402
+from contract.client import Client  # noqa: E402
 from service.db import optuna_storage  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
-from tests.pg import postgres_cluster  # noqa: E402
+from tests.support.pg import postgres_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}}

@@ -125,7 +125,7 @@ def naive_point(p: dict[str, float], R: float = 1.0) -> dict[str, float]:
     chi = float(np.max(np.abs(np.linalg.eigvals(np.array(cols).T))))
     xi_c = np.inf if chi >= 1 else -1.0 / np.log(chi)
 
-    # Jacobian moments of the cell-state Jacobian (THEORY.md §4, Gaussian U).
+    # Jacobian moments of the cell-state Jacobian (docs/theory.md §4, Gaussian U).
     vc = s - m * m
     dsig = lambda x: sig(x) * sig_neg(x)  # noqa: E731
     dtanh = lambda x: 1 - np.tanh(x) ** 2  # noqa: E731

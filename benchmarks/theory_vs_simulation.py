@@ -1,4 +1,4 @@
-"""Mean-field theory against finite-width simulation, untied and tied (THEORY.md §3, §6, §7).
+"""Mean-field theory against finite-width simulation, untied and tied (docs/theory.md §3, §6, §7).
 
 For every cell (lstm, gru, minimalrnn, vanilla), both input regimes (independent, shared) and three
 configurations per cell (a short memory with bias noise, an orthogonal one, one near criticality
@@ -90,7 +90,7 @@ CASES: tuple[Case, ...] = (
     Case("vanilla", "B", "orthogonal, small inputs", {"nu": 1.0}, "orthogonal", R=1e-3),
     # ξ of the vanilla RNN is bounded at fixed R > 0; it grows like 1/√R at nu = 1. R = 2e-4 gives
     # ξ_C ≈ 50. Its recurrence is then nearly linear and critical, where finite-width effects grow
-    # like √(t/n) (THEORY.md §6): it needs a far wider network than the gated cells.
+    # like √(t/n) (docs/theory.md §6): it needs a far wider network than the gated cells.
     Case(
         "vanilla",
         "C",
@@ -102,7 +102,7 @@ CASES: tuple[Case, ...] = (
     ),
 )
 
-#: The LSTM regime of THEORY.md §6 where tied networks remember longer than the untied theory.
+#: The LSTM regime of docs/theory.md §6 where tied networks remember longer than the untied theory.
 GAP_CASES: tuple[Case, ...] = (
     Case("lstm", "gap1", "mu_f=4, nu_g=1", {"mu_f": 4.0}),
     Case("lstm", "gap2", "mu_f=4, nu_g=1.5 (the test's case)", {"mu_f": 4.0, "nu_g": 1.5}),
@@ -374,7 +374,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Written by `benchmarks/theory_vs_simulation.py` on {report['date']} "
         f"({report['machine']}, commit {report['commit']}, {report['seconds']:.0f} s). "
-        "THEORY.md §7.1 and §7.3.",
+        "docs/theory.md §7.1 and §7.3.",
         "",
         f"Untied simulation: independent inputs n = {s['n_untied']} × {s['seeds_untied']} seeds "
         "(vanilla C: n = 256000 × 2), shared inputs n = "
@@ -477,7 +477,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"- Cell-state E[c²] theory / untied / tied: {'; '.join(ss)}.")
     lines += [
         "",
-        "## The LSTM gap of THEORY.md §6: tied memory is longer than the untied theory",
+        "## The LSTM gap of docs/theory.md §6: tied memory is longer than the untied theory",
         "",
         "Independent inputs, C_t relaxing from 1. ξ fit over the window [0.2, 0.9] of each run's "
         "own amplitude (tied: relative to its own C\\*).",
@@ -543,7 +543,7 @@ def render(report: dict[str, Any]) -> str:
         "The vanilla RNN's ξ is bounded at fixed R and grows like 1/√R at nu = 1; its case C "
         "(R = 2e-4, ξ_C ≈ 50) is its largest ξ checked here. It is a nearly linear, critical "
         "recurrence: every step multiplies by a fresh random matrix and the noise of C_t "
-        "accumulates like √(t/n) (THEORY.md §6). Its fitted ξ scatters by ~9 % per seed at "
+        "accumulates like √(t/n) (docs/theory.md §6). Its fitted ξ scatters by ~9 % per seed at "
         "n = 16000 and ~1 % at n = 256000 (independent inputs) and is biased low at small n "
         "(−6 % at n = 16000, 0 at 256000); with shared inputs ξ is off by −10 % at n = 4000 "
         "and within 3 % from n = 64000; at n = 1000 its Q\\* is 4–8 % low. Hence n = 256000 "
@@ -590,7 +590,7 @@ def _tied_notes(rows: list[dict[str, Any]]) -> list[str]:
         f"- Tied Q\\* / theory Q\\*, range over the cases: {q}.",
         "- Bias noise (cases A, rho > 0) is drawn once in a tied network: each unit keeps its own "
         "offset, so two examples with independent inputs stay correlated (tied C\\* "
-        f"{bias}) and the units get a spread of time scales (THEORY.md §6).",
+        f"{bias}) and the units get a spread of time scales (docs/theory.md §6).",
         f"- Independent inputs, tied memory more than 1.5× the theory's (ξ fit): {slow or 'none'}.",
         "- Shared inputs, tied networks that do not synchronize two examples (the untied theory "
         f"has C\\* = 1): {nosync or 'none'}. Their two examples stay apart, which the untied "

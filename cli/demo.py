@@ -83,7 +83,7 @@ def demo_cmd(
     ] = 1200.0,
 ) -> None:
     """Run a theory-restricted study and a control study end to end on this machine."""
-    from service.client import Client
+    from contract.client import Client
 
     out.mkdir(parents=True, exist_ok=True)
     db = (out / "isotune-demo.db").resolve()

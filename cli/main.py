@@ -1,9 +1,10 @@
 """The ``isotune`` console script: a Typer app with the ``theory`` sub-app (:mod:`cli.theory`).
 
 Exit codes are assigned here and only here: 0 on success; 2 for bad input, reported as one line on
-stderr, ``error: <field>=<value>: <reason>``, without traceback. Bad input is a
-:class:`~meanfield.MeanFieldError` (the engine's, also raised by the CLI's own parsing) or a
-``typer.BadParameter`` (a value Typer could not convert, a missing option). Anything else is a bug
+stderr, ``error: <field>=<value>: <reason>``, without traceback. Bad input is an
+:class:`~contract.errors.IsotuneError` (every package's errors derive from it: the engine's, the
+tasks', the training options', the CLI's own) or a ``typer.BadParameter`` (a value Typer could
+not convert, a missing option). Anything else is a bug
 and keeps its traceback (unknown options and commands keep Typer's usual usage message, also exit
 code 2).
 """
@@ -22,7 +23,7 @@ from cli.theory import theory_app
 from cli.train import train_cmd
 from cli.trainmap import trainmap_cmd
 from cli.worker import worker_cmd
-from meanfield import MeanFieldError
+from contract.errors import IsotuneError
 
 __all__ = ["EXIT_BAD_INPUT", "app", "format_value"]
 
@@ -52,12 +53,7 @@ class _IsotuneGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except MeanFieldError as e:
-            _fail(f"{e.field}={format_value(e.value)}: {e.reason}")
-        except ValueError as e:
-            # the training side's errors (TaskError, TrainError) carry field, value and reason
-            if not all(hasattr(e, a) for a in ("field", "value", "reason")):
-                raise
+        except IsotuneError as e:
             _fail(f"{e.field}={format_value(e.value)}: {e.reason}")
         except typer.BadParameter as e:
             _fail(" ".join(e.format_message().split()))

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from meanfield import Config, FixedPointResult, Inputs, MeanFieldError, fixed_point
+from meanfield.params import split_name
 
 __all__ = ["GATE_MEANING", "Marker", "XiGrid", "describe", "draw_xi_map", "xi_grid"]
 
-#: What each per-gate hyperparameter is (THEORY.md §2).
+#: What each per-gate hyperparameter is (docs/theory.md §2).
 HYPERPARAMETER_MEANING = {
     "mu": "bias mean",
     "rho": "bias std",
@@ -26,7 +27,7 @@ HYPERPARAMETER_MEANING = {
     "nu": "recurrent-weight scale",
 }
 
-#: What each gate of each cell is (THEORY.md §1, PyTorch's gate names).
+#: What each gate of each cell is (docs/theory.md §1, PyTorch's gate names).
 GATE_MEANING = {
     "lstm": {"i": "input gate", "f": "forget gate", "g": "candidate", "o": "output gate"},
     "gru": {"r": "reset gate", "z": "update gate", "n": "candidate"},
@@ -41,7 +42,7 @@ XI_FLOOR = 1e-2
 
 def describe(name: str, cell: str) -> str:
     """Meaning of a flat hyperparameter name: ``mu_f`` → ``forget-gate bias mean``."""
-    hp, _, gate = name.partition("_")
+    hp, gate = split_name(name) or (name, None)
     what = HYPERPARAMETER_MEANING.get(hp, hp)
     if not gate:
         return f"{what}, all gates"

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from contract.errors import IsotuneError
+
 __all__ = ["dashboard_cmd", "db_app", "serve_cmd", "study_app", "token_app"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -115,10 +117,10 @@ def token_revoke(
     """Revoke tokens by name (servers stop accepting them within 5 s)."""
     from sqlalchemy import update
 
-    from service.core import now
     from service.db import database_url as resolve
     from service.db import make_engine, session_factory
     from service.models import Token
+    from service.store import now
 
     engine = make_engine(resolve(database_url))
     try:
@@ -149,6 +151,9 @@ def serve_cmd(
             "--workers", help="Server processes (PostgreSQL only; SQLite allows one writer)."
         ),
     ] = 1,
+    reap_interval: Annotated[
+        float | None, typer.Option("--reap-interval", hidden=True, min=0.05)
+    ] = None,  # for the tests: seconds between reaper passes (default: Settings.reap_interval)
 ) -> None:
     """Run the REST API (``/api/v1``; schema at ``/openapi.json``; metrics at ``/metrics``)."""
     import os
@@ -157,11 +162,12 @@ def serve_cmd(
 
     import uvicorn
 
-    from service.api import AUTH_ENV, create_app
-    from service.db import ENV_VAR, is_sqlite, redact
+    from service.api import build_app
     from service.db import database_url as resolve
+    from service.db import is_sqlite, redact
     from service.locks import sqlite_server_lock
     from service.migrate import upgrade
+    from service.settings import Settings
 
     if no_auth and host not in LOOPBACK:
         raise OptionError("host", host, "--no-auth is only allowed on a loopback address")
@@ -170,32 +176,57 @@ def serve_cmd(
         reason = "must be at least 1" if workers < 1 else "SQLite serves one process; use 1"
         raise OptionError("workers", workers, reason)
     lock = sqlite_server_lock(url) if is_sqlite(url) else None
+    tuned = {} if reap_interval is None else {"reap_interval": reap_interval}
     try:
         mode = "WITHOUT authentication (local development)" if no_auth else "with bearer tokens"
         where = f"http://{host}:{port}/api/v1, database {redact(url)}, {mode}"
         if workers == 1:
-            app = create_app(url, auth=not no_auth)
+            app = build_app(Settings(database_url=url, auth=not no_auth, **tuned))
             typer.echo(f"isotune server on {where}", err=True)
             uvicorn.run(app, host=host, port=port, log_level="warning")
             return
         upgrade(url)  # once, before the processes start
-        os.environ[ENV_VAR], os.environ[AUTH_ENV] = url, "0" if no_auth else "1"
-        # the processes' metrics meet in one directory (prometheus_client's multiprocess mode)
+        # every process builds its app from the same settings, pickled into it
+        settings = Settings(database_url=url, auth=not no_auth, migrate=False, **tuned)
+        # the processes' metrics meet in one directory (prometheus_client's multiprocess mode,
+        # which reads this variable in each process)
         metrics_dir = tempfile.mkdtemp(prefix="isotune-metrics-")
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         typer.echo(f"isotune server ({workers} processes) on {where}", err=True)
-        uvicorn.run(
-            "service.api:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-        )
+        _serve_processes(settings, host, port, workers)
         shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if lock is not None:
             lock.close()
+
+
+def _serve_processes(settings: Any, host: str, port: int, workers: int) -> None:
+    """``workers`` uvicorn processes on one socket, each running ``build_app(settings)``
+    (uvicorn's own supervisor: it restarts a process that dies and stops them all on SIGTERM)."""
+    import functools
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from service.api import build_app
+
+    config = uvicorn.Config(
+        functools.partial(build_app, settings),
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+    sock = config.bind_socket()
+    try:
+        if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+            Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        else:
+            Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
 
 
 def dashboard_cmd(
@@ -254,16 +285,12 @@ def dashboard_cmd(
         httpd.serve_forever()
 
 
-class OptionError(ValueError):
+class OptionError(IsotuneError, ValueError):
     """A command-line option with an unusable value (``error: <field>=<value>: <reason>``)."""
-
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        self.field, self.value, self.reason = field, value, reason
-        super().__init__(f"{field}={value!r}: {reason}")
 
 
 def _client(server: str, token: str | None) -> Any:
-    from service.client import Client
+    from contract.client import Client
 
     return Client(server, token, retry_seconds=5.0)
 

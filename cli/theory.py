@@ -1,4 +1,4 @@
-"""``isotune theory``: the mean-field engine on the command line (THEORY.md §3-5).
+"""``isotune theory``: the mean-field engine on the command line (docs/theory.md §3-5).
 
 Commands only translate between flags and :mod:`meanfield` calls. Bad input raises
 :class:`~meanfield.MeanFieldError` (field, value, reason); :mod:`cli.main` turns it into one line on
@@ -253,7 +253,7 @@ def critical_cmd(
     weights: WeightsOpt = "orthogonal",
     as_json: JsonOpt = False,
 ) -> None:
-    """Critical initialization: the memory-gate bias that gives ξ_C = T/c (THEORY.md §5)."""
+    """Critical initialization: the memory-gate bias that gives ξ_C = T/c (docs/theory.md §5)."""
     stats = Inputs(R=input_var, regime=inputs)  # type: ignore[arg-type]
     base = parse_sets(sets)
     _positive_steps(T)
@@ -335,8 +335,8 @@ def _write_map(
 
 # --- report --------------------------------------------------------------------------------------
 
-#: PyTorch's default initialization (THEORY.md §2): U(-1/√n, 1/√n) for every weight and bias, i.e.
-#: nu² = 1/3 and sigma² = n_in/(3n) = 1/3 at n_in = n; rho² = 2/(3n) is negligible and set to 0.
+#: PyTorch's default initialization (docs/theory.md §2): U(-1/√n, 1/√n) for every weight and bias,
+#: i.e. nu² = 1/3 and sigma² = n_in/(3n) = 1/3 at n_in = n; rho² = 2/(3n) is negligible (set to 0).
 TORCH_DEFAULT = {"mu": 0.0, "rho": 0.0, "sigma": math.sqrt(1 / 3), "nu": math.sqrt(1 / 3)}
 REPORT_T = (100, 300, 1000)
 REPORT_MAP_T = 300
@@ -347,8 +347,9 @@ CELL_TITLE = {
     "vanilla": "vanilla tanh RNN (torch.nn.RNN)",
 }
 REPORT_INTRO = f"""\
-isotune theory report: memory time ξ_C of wide random cells (untied mean-field theory, THEORY.md)
-Inputs R = E[x²] = 1. ξ_C is in time steps; a task bridging T steps needs T ≲ c·ξ_C.
+isotune theory report: memory time ξ_C of wide random cells (untied mean-field theory, see
+docs/theory.md). Inputs R = E[x²] = 1. ξ_C is in time steps; a task bridging T steps needs
+T ≲ c·ξ_C.
 PyTorch default: every weight and bias ~ U(-1/√n, 1/√n), i.e. nu² = 1/3, sigma² = n_in/(3n) = 1/3
   (n_in = n), mu = 0; the bias spread rho² = 2/(3n) (two bias vectors) is negligible (0.005 at
   n = 128) and set to 0.
@@ -394,7 +395,7 @@ def report_cmd(
             typer.echo("critical: not reachable, ξ bounded (no memory gate; inputs reset h)")
         typer.echo("")
     typer.echo(
-        "LSTM caveat (THEORY.md §6): with tied weights and a saturated forget gate the real\n"
+        "LSTM caveat (docs/theory.md §6): with tied weights and a saturated forget gate the real\n"
         "memory is longer than the untied ξ_C above, which is then a lower bound.\n"
     )
     grid = xi_grid(

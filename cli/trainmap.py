@@ -227,8 +227,8 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from contract.tasks import task_spec
     from meanfield import Config, Inputs
-    from workers.taskspec import task_spec
     from workers.trainmap import xi_of
 
     g = report["grid"]

@@ -2,7 +2,9 @@
 
 Theory of [G19] Gilboa et al., *Dynamical Isometry and a Mean Field Theory of LSTMs and GRUs*
 (arXiv:1901.08987) and [C18] Chen, Pennington, Schoenholz, *Gating Enables Signal Propagation in
-Recurrent Neural Networks* (ICML 2018), as reconstructed in THEORY.md. numpy and scipy only.
+Recurrent Neural Networks* (ICML 2018), as set out in the project's ``docs/theory.md``. numpy and
+scipy only; of isotune it imports just the error base :mod:`contract.errors` (standard library
+only).
 """
 
 from meanfield.critical import CriticalResult, critical_init

@@ -1,11 +1,11 @@
 """Weight samplers and one-step updates of the four cells, for :mod:`meanfield.simulate`.
 
-The cells are those of THEORY.md §1, with the initialization of §2. Every array of states has shape
-``(2, n)``: the two examples a and b, which always run through the same network.
+The cells are those of docs/theory.md §1, with the initialization of §2. Every array of states has
+shape ``(2, n)``: the two examples a and b, which always run through the same network.
 
 A cell asks its *sampler* for affine maps ``sum_j M_j v_j (+ b)`` of vector pairs v_j = (v^a, v^b):
 
-- :class:`TiedSampler` draws every matrix and bias once (a real network, THEORY.md §6);
+- :class:`TiedSampler` draws every matrix and bias once (a real network, docs/theory.md §6);
 - :class:`FreshMatrixSampler` draws explicit matrices and biases anew at every step (untied, §3);
 - :class:`PreactivationSampler` is also untied but forms no matrix. For a fresh Gaussian M of
   variance s²/d, the pairs ((M v^a)_i, (M v^b)_i) are independent across units and bivariate
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from meanfield.layout import LAYOUTS, SCALE, fan_in
 from meanfield.params import CELLS, Config
 
 __all__ = [
@@ -39,20 +40,12 @@ __all__ = [
     "step",
 ]
 
-#: Weight matrices of each cell: slot -> (gates, source). The source is what the matrix multiplies:
-#: "x" the input (width n_in, scale sigma_k), "h" the previous state (width n, scale nu_k, may be
-#: orthogonal), "e" the minimalRNN embedding (width n, scale sigma_k). The GRU's candidate gate n
-#: has its own slots because its recurrent term is multiplied by the reset gate.
+#: Weight matrices of each cell: slot -> (gates, source), in the order of
+#: :data:`meanfield.layout.LAYOUTS` (which says what the sources are). The source is what the matrix
+#: multiplies: "x" the input (width n_in, scale sigma_k), "h" the previous state (width n, scale
+#: nu_k, may be orthogonal), "e" the minimalRNN embedding (width n, scale sigma_k).
 SLOTS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
-    "lstm": {"W": (CELLS["lstm"], "x"), "U": (CELLS["lstm"], "h")},
-    "gru": {
-        "W": (("r", "z"), "x"),
-        "U": (("r", "z"), "h"),
-        "Wn": (("n",), "x"),
-        "Un": (("n",), "h"),
-    },
-    "minimalrnn": {"W": (("e",), "x"), "V": (("u",), "e"), "U": (("u",), "h")},
-    "vanilla": {"W": (("h",), "x"), "U": (("h",), "h")},
+    cell: {m.slot: (m.gates, m.source) for m in layout.matrices} for cell, layout in LAYOUTS.items()
 }
 
 Terms = Sequence[tuple[str, Any]]
@@ -80,10 +73,10 @@ class Sampler:
         self.rng = rng
         self.n = n
         self.orthogonal = cfg.weights == "orthogonal"
-        self.width = {"x": n_in, "h": n, "e": n}
+        self.width = {src: fan_in(src, n, n_in) for src in SCALE}
         self.slots = SLOTS[cfg.cell]
         self.scale = {
-            slot: np.array([getattr(cfg[g], "nu" if src == "h" else "sigma").item() for g in gates])
+            slot: np.array([getattr(cfg[g], SCALE[src]).item() for g in gates])
             for slot, (gates, src) in self.slots.items()
         }
         self.mu = {g: cfg[g].mu.item() for g in CELLS[cfg.cell]}

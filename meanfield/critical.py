@@ -1,13 +1,13 @@
-"""Critical initialization: the memory-gate bias that gives a target time scale (THEORY.md §5).
+"""Critical initialization: the memory-gate bias that gives a target time scale (docs/theory.md §5).
 
 Given the cell, the bridge length T, the input statistics and the trainability constant c, solve the
 forget (LSTM) / update (GRU, minimalRNN) gate bias mean for ξ_C = T/c. ξ_C grows monotonically,
 roughly like exp(mu)/2 (the large-bias law of §3), so a bracketed search seeded by that law is
 reliable. Bias spreads are set to 0 and recurrent weights default to orthogonal. The recurrent scale
 nu (shared by all gates) is the largest candidate whose T-step Jacobian stays near-isometric,
-|T log m₁| ≤ 1 and T (m₂/m₁² − 1) ≤ 1 (THEORY.md §4): a smaller nu is always more isometric (the
-Jacobian tends to the diagonal D[f]) but leaves the recurrent weights too small to learn with. If
-no candidate meets both bounds, the one closest to them is taken.
+|T log m₁| ≤ 1 and T (m₂/m₁² − 1) ≤ 1 (docs/theory.md §4): a smaller nu is always more isometric
+(the Jacobian tends to the diagonal D[f]) but leaves the recurrent weights too small to learn with.
+If no candidate meets both bounds, the one closest to them is taken.
 """
 
 from __future__ import annotations

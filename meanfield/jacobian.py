@@ -1,4 +1,4 @@
-"""Moments of the state-to-state Jacobian and T-step dynamical isometry (THEORY.md §4).
+"""Moments of the state-to-state Jacobian and T-step dynamical isometry (docs/theory.md §4).
 
 One step has the form J = D[a] + D[b] W D[c] with per-unit (a, b, c) i.i.d.; several recurrent
 matrices fold into one b_eff² = Σ_k ν_k² b_k² when they are Gaussian. With W Gaussian (variance 1/n)

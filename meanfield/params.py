@@ -1,4 +1,4 @@
-"""Initialization hyperparameters and input statistics (THEORY.md §2).
+"""Initialization hyperparameters and input statistics (docs/theory.md §2).
 
 A :class:`Config` holds, for every gate of a cell, the bias mean ``mu``, bias spread ``rho``, input
 weight scale ``sigma`` and recurrent weight scale ``nu``. Values may be numpy arrays: all of them
@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from meanfield.errors import MeanFieldError
+from meanfield.layout import LAYOUTS
 
 __all__ = [
     "CELLS",
@@ -27,21 +28,43 @@ __all__ = [
     "Config",
     "GateParams",
     "Inputs",
+    "split_name",
 ]
 
-#: Gates of each cell, in PyTorch's order.
-CELLS: dict[str, tuple[str, ...]] = {
-    "lstm": ("i", "f", "g", "o"),
-    "gru": ("r", "z", "n"),
-    "minimalrnn": ("e", "u"),
-    "vanilla": ("h",),
-}
+#: Gates of each cell, in PyTorch's order (from :data:`meanfield.layout.LAYOUTS`).
+CELLS: dict[str, tuple[str, ...]] = {cell: layout.gates for cell, layout in LAYOUTS.items()}
 
-#: The gate whose bias sets the memory time scale (forget / update gate).
-MEMORY_GATE: dict[str, str | None] = {"lstm": "f", "gru": "z", "minimalrnn": "u", "vanilla": None}
+#: The gate whose bias sets the memory time scale (forget / update gate), from the layouts.
+MEMORY_GATE: dict[str, str | None] = {cell: layout.memory_gate for cell, layout in LAYOUTS.items()}
 
-#: Per-gate hyperparameters (THEORY.md §2).
+#: Per-gate hyperparameters (docs/theory.md §2).
 HYPERPARAMETERS = ("mu", "rho", "sigma", "nu")
+
+
+#: Marks an argument that was not given.
+_UNSET: object = object()
+
+
+def split_name(name: str, value: object = _UNSET) -> tuple[str, str | None] | None:
+    """The hyperparameter and the gate a flat name stands for; ``None`` if it is not one.
+
+    A flat name is a hyperparameter of :data:`HYPERPARAMETERS`, optionally followed by ``_`` and a
+    gate: ``"mu"`` → ``("mu", None)`` (every gate), ``"nu_f"`` → ``("nu", "f")``. A name whose
+    part before the first ``_`` is not a hyperparameter (``"lr"``, ``"batch_size"``, ``"foo"``)
+    gives ``None``. A hyperparameter followed by ``_`` and nothing (``"mu_"``, a truncated
+    ``mu_f``) raises :class:`MeanFieldError` naming it and ``value`` (the value given under that
+    name; default: the name). The gate is not checked against any cell: :meth:`Config.from_flat`
+    does that.
+    """
+    hp, sep, gate = name.partition("_")
+    if hp not in HYPERPARAMETERS:
+        return None
+    if sep and not gate:
+        raise MeanFieldError(
+            name, name if value is _UNSET else value, "missing gate after '_' (e.g. mu_f)"
+        )
+    return hp, gate or None
+
 
 #: Values used when a hyperparameter is not given.
 DEFAULTS = {"mu": 0.0, "rho": 0.0, "sigma": 1.0, "nu": 1.0}
@@ -84,7 +107,7 @@ class GateParams:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Input statistics over the part of the sequence to be bridged (THEORY.md §2).
+    """Input statistics over the part of the sequence to be bridged (docs/theory.md §2).
 
     Attributes:
         R: mean second moment of the input coordinates, E[x²].
@@ -147,13 +170,12 @@ class Config:
         shared: dict[str, object] = {}
         specific: dict[tuple[str, str], object] = {}
         for name, value in (values or {}).items():
-            hp, sep, gate = name.partition("_")
-            if sep and not gate:
-                raise MeanFieldError(name, value, "missing gate after '_' (e.g. mu_f)")
-            if hp not in HYPERPARAMETERS:
+            parts = split_name(name, value)
+            if parts is None:
                 raise MeanFieldError(
                     name, value, f"unknown hyperparameter; use one of {list(HYPERPARAMETERS)}"
                 )
+            hp, gate = parts
             if gate and gate not in gate_names:
                 raise MeanFieldError(
                     name, value, f"unknown gate {gate!r} for cell {cell}; gates are {gate_names}"
@@ -219,10 +241,10 @@ class Config:
         """A copy with some flat-named values replaced (same rules as :meth:`from_flat`)."""
         merged = {k: v for k, v in self.to_flat_dict().items()}
         for name, value in values.items():
-            hp, _, gate = name.partition("_")
-            if not gate:
+            parts = split_name(name, value)
+            if parts is not None and parts[1] is None:  # every gate
                 for g in self.gates:
-                    merged[f"{hp}_{g}"] = value
-            else:
+                    merged[f"{parts[0]}_{g}"] = value
+            else:  # one gate, or not a hyperparameter (from_flat says so)
                 merged[name] = value
         return Config.from_flat(self.cell, merged, weights=self.weights)

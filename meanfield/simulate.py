@@ -1,16 +1,17 @@
-"""Finite-width simulation of the RNN cells, to check the mean-field theory (THEORY.md §3, §6).
+"""Finite-width simulation of the RNN cells, to check the mean-field theory (docs/theory.md §3, §6).
 
-Two examples a and b run through the same random network of width n, initialized as in THEORY.md §2
-and fed inputs whose coordinates are N(0, R), fresh at every step, independent between the examples
-or shared (:class:`~meanfield.params.Inputs`). The simulator records the moments that the theory
-predicts: Q_t = ⟨h^a_t, h^a_t⟩/n, the cross moment Q^{ab}_t, hence the correlation C_t, the mean of
-h^a_t and, for the LSTM, the cell-state moments.
+Two examples a and b run through the same random network of width n, initialized as in
+docs/theory.md §2 and fed inputs whose coordinates are N(0, R), fresh at every step, independent
+between the examples or shared (:class:`~meanfield.params.Inputs`). The simulator records the
+moments that the theory predicts: Q_t = ⟨h^a_t, h^a_t⟩/n, the cross moment Q^{ab}_t, hence the
+correlation C_t, the mean of h^a_t and, for the LSTM, the cell-state moments.
 
 Weights are either *untied* (fresh matrices and biases at every step, the mean-field assumption of
-THEORY.md §3) or *tied* (one draw reused at every step, a real network: THEORY.md §6 lists where the
-two differ). Untied simulation by default samples the pre-activations directly from their exact
-per-unit Gaussian law given the Gram matrix of (h^a, h^b), which costs O(n) per step; see
-:mod:`meanfield._simcells`. :func:`fit_timescale` measures the relaxation time ξ of a trajectory.
+docs/theory.md §3) or *tied* (one draw reused at every step, a real network: docs/theory.md §6
+lists where the two differ). Untied simulation by default samples the pre-activations directly from
+their exact per-unit Gaussian law given the Gram matrix of (h^a, h^b), which costs O(n) per step;
+see :mod:`meanfield._simcells`. :func:`fit_timescale` measures the relaxation time ξ of a
+trajectory.
 """
 
 from __future__ import annotations

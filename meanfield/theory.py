@@ -1,4 +1,4 @@
-"""Fixed points, time scales and trajectories of the mean-field maps (THEORY.md §3).
+"""Fixed points, time scales and trajectories of the mean-field maps (docs/theory.md §3).
 
 :func:`fixed_point` is the entry point: for a :class:`~meanfield.params.Config` (one configuration
 or an array of them) and the input statistics it returns Q*, C*, the slopes χ_Q, χ_C of the moment
@@ -239,7 +239,8 @@ class MemoryCheck:
 
 
 def memory_check(cfg: Config, T: float, c: float, inputs: Inputs | None = None) -> MemoryCheck:
-    """Is the memory time scale long enough for a bridge of T steps (ξ_C ≥ T/c, THEORY.md §5)?"""
+    """Is the memory time scale long enough for a bridge of T steps (ξ_C ≥ T/c,
+    docs/theory.md §5)?"""
     T = positive_number("T", T)
     c = positive_number("c", c)
     xi, conv = memory_time_scale(cfg, inputs)

@@ -27,7 +27,7 @@ def create_token(session: Session, name: str, role: str) -> str:
     """Store a new token's hash and return the token (prefix ``isotune_``)."""
     if role not in ROLES:
         raise ValueError(f"role={role!r}: choose one of {list(ROLES)}")
-    from service.core import now
+    from service.store import now
 
     token = "isotune_" + secrets.token_urlsafe(32)
     session.add(Token(name=name, role=role, token_hash=hash_token(token), created_at=now()))

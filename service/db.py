@@ -31,6 +31,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from contract.errors import IsotuneError
+
 if TYPE_CHECKING:
     import optuna
 
@@ -68,7 +70,7 @@ _PG_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
 
 
-class DatabaseError(ValueError):
+class DatabaseError(IsotuneError, ValueError):
     """The database URL is unusable: unsupported scheme, malformed, or the database unreachable.
 
     Attributes:
@@ -77,12 +79,6 @@ class DatabaseError(ValueError):
         value: the URL, with its password masked.
         reason: what is wrong, in words.
     """
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{field}={value!r}: {reason}")
 
 
 def redact(url: str | URL) -> str:

@@ -1,5 +1,5 @@
 """One server process per SQLite database: SQLite has a single writer, and the claim lock of
-:mod:`service.core` is in-process there. PostgreSQL serves several processes (advisory locks)."""
+:mod:`service.store` is in-process there. PostgreSQL serves several processes (advisory locks)."""
 
 from __future__ import annotations
 

@@ -116,12 +116,10 @@ def heads() -> list[str]:
 
 def optuna_head() -> str:
     """The newest revision of Optuna's schema known to the installed Optuna."""
-    import optuna.storages._rdb.storage as rdb
+    from service.optuna_compat import migrations_dir
 
     config = Config()
-    config.set_main_option(
-        "script_location", _escape(str(Path(rdb.__file__).resolve().parent / "alembic"))
-    )
+    config.set_main_option("script_location", _escape(str(migrations_dir())))
     config.set_main_option("path_separator", "os")
     head = ScriptDirectory.from_config(config).get_current_head()
     assert head is not None

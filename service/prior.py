@@ -3,7 +3,8 @@ proposes them.
 
 A study's ``prior`` names a mode:
 
-- ``restrict``: every trial handed out satisfies T ≤ c·ξ_C (THEORY.md §5; ξ_C the memory time of
+- ``restrict``: every trial handed out satisfies T ≤ c·ξ_C (docs/theory.md §5; ξ_C the memory time
+of
   the initialization, T the task's bridge) and, when ``gradient_bounds`` are set, lo ≤ T·log m₁ ≤ hi
   (the log of the mean squared singular value of the T-step Jacobian).
 - ``soft``: the base sampler proposes ``candidates`` points; one is drawn with probability ∝
@@ -41,6 +42,7 @@ from optuna.distributions import (
 )
 from optuna.samplers import BaseSampler
 
+from contract.errors import IsotuneError
 from meanfield import (
     MEMORY_GATE,
     Config,
@@ -50,7 +52,7 @@ from meanfield import (
     isometry,
     memory_time_scale,
 )
-from meanfield.params import CELLS, HYPERPARAMETERS
+from meanfield.params import CELLS, split_name
 
 __all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "theory_names"]
 
@@ -66,12 +68,8 @@ SCAN = 48
 CREATION_SCAN = 512
 
 
-class PriorError(ValueError):
+class PriorError(IsotuneError, ValueError):
     """A prior that cannot be honored: names the field, its value and what to change."""
-
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        self.field, self.value, self.reason = field, value, reason
-        super().__init__(f"{field}={value!r}: {reason}")
 
 
 def theory_names(cell: str, names: Sequence[str]) -> list[str]:
@@ -79,10 +77,11 @@ def theory_names(cell: str, names: Sequence[str]) -> list[str]:
     (``mu``, ``nu_f``…); raises :class:`PriorError` for a hyperparameter of an unknown gate."""
     out = []
     for name in names:
-        hp, sep, gate = name.partition("_")
-        if hp not in HYPERPARAMETERS:
+        parts = split_name(name)
+        if parts is None:
             continue
-        if sep and gate not in CELLS[cell]:
+        gate = parts[1]
+        if gate is not None and gate not in CELLS[cell]:
             raise PriorError(
                 f"space.{name}", name, f"unknown gate {gate!r} for {cell}; gates are {CELLS[cell]}"
             )

@@ -10,24 +10,26 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from contract.wire import Strict, finite
+from service.states import StudyState
 
 __all__ = [
+    "EXPORT_FORMAT",
+    "NAME_PATTERN",
     "PRUNERS",
     "SAMPLERS",
-    "ClaimRequest",
-    "ClaimResponse",
-    "CompleteRequest",
+    "BestTrial",
     "Distribution",
-    "FailRequest",
-    "HeartbeatRequest",
+    "ExportedTrial",
     "PriorSpec",
-    "ReportRequest",
-    "ReportResponse",
     "StudyCreate",
     "StudyExport",
+    "StudyInfo",
     "TaskRef",
-    "TrialOutcome",
+    "TrialInfo",
+    "TrialPage",
 ]
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
@@ -35,46 +37,7 @@ PRUNERS = ("median", "hyperband", "successive_halving", "threshold", "none")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
-def _nul_at(data: object) -> str | None:
-    """Where a string (or a key) holds a NUL character, as a dotted path; None if nowhere.
-    Iterative: a deeply nested body cannot exhaust the stack."""
-    todo: list[tuple[str, object]] = [("", data)]
-    while todo:
-        path, value = todo.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return path or "value"
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                sub = f"{path}.{k}" if path else str(k)
-                if isinstance(k, str) and "\x00" in k:
-                    return sub
-                todo.append((sub, v))
-        elif isinstance(value, list | tuple):
-            todo.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
-    return None
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        # PostgreSQL text cannot hold U+0000: refuse it here, on every backend, naming the field
-        where = _nul_at(data)
-        if where is not None:
-            raise ValueError(f"{where}: text must not contain NUL characters (U+0000)")
-        return data
-
-
-def _finite(name: str, v: float | None) -> float | None:
-    if v is not None and not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
-
-
-class Distribution(_Strict):
+class Distribution(Strict):
     """One parameter of the search space."""
 
     type: Literal["float", "int", "categorical"]
@@ -94,9 +57,9 @@ class Distribution(_Strict):
             return self
         if self.low is None or self.high is None:
             raise ValueError(f"{self.type} needs 'low' and 'high'")
-        _finite("low", self.low)
-        _finite("high", self.high)
-        _finite("step", self.step)
+        finite("low", self.low)
+        finite("high", self.high)
+        finite("step", self.step)
         if not self.low < self.high:
             raise ValueError(f"empty or inverted range: low={self.low} >= high={self.high}")
         if self.log and self.low <= 0:
@@ -114,15 +77,15 @@ class Distribution(_Strict):
         return self
 
 
-class TaskRef(_Strict):
-    """The task the workers train on (see ``workers.taskspec``)."""
+class TaskRef(Strict):
+    """The task the workers train on (see ``contract.tasks``)."""
 
     name: str
     T: Annotated[int, Field(ge=1, le=1_000_000)]
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class PriorSpec(_Strict):
+class PriorSpec(Strict):
     """The mean-field prior of a study (see ``service.prior``)."""
 
     mode: Literal["restrict", "soft", "off"] = "off"
@@ -146,14 +109,14 @@ class PriorSpec(_Strict):
     def _bounds(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         if v is not None:
             lo, hi = v
-            _finite("gradient_bounds", lo)
-            _finite("gradient_bounds", hi)
+            finite("gradient_bounds", lo)
+            finite("gradient_bounds", hi)
             if not lo < hi:
                 raise ValueError(f"empty or inverted range: lo={lo} >= hi={hi}")
         return v
 
 
-class StudyCreate(_Strict):
+class StudyCreate(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     cell: Literal["lstm", "gru", "minimalrnn", "vanilla"]
     task: TaskRef
@@ -169,7 +132,7 @@ class StudyCreate(_Strict):
     @classmethod
     def _options(cls, v: dict[str, float | int | None]) -> dict[str, float | int | None]:
         for key, value in v.items():
-            _finite(f"pruner_options.{key}", value)
+            finite(f"pruner_options.{key}", value)
         return v
 
     budget: Annotated[int, Field(ge=1, le=100_000)] = 20
@@ -190,95 +153,11 @@ class StudyCreate(_Strict):
         return v
 
 
-class ClaimRequest(_Strict):
-    worker_id: Annotated[str, Field(min_length=1, max_length=200)]
-    capabilities: dict[str, Any] = Field(default_factory=dict)
-
-
-class TrialAssignment(BaseModel):
-    study: str
-    trial_id: int
-    number: int
-    params: dict[str, Any]
-    task: dict[str, Any]
-    cell: str
-    training: dict[str, Any]
-    direction: str
-    attempt: int
-    lease_expires: str
-    lease_seconds: float
-    theory: dict[str, Any] | None = None
-
-
-class ClaimResponse(BaseModel):
-    """``assigned`` with a trial; ``wait`` (the budget is out but trials still run) or ``done``."""
-
-    status: Literal["assigned", "wait", "done"]
-    trial: TrialAssignment | None = None
-
-
-class WorkerRef(_Strict):
-    worker_id: Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class HeartbeatRequest(WorkerRef):
-    pass
-
-
-class ReportPoint(_Strict):
-    step: Annotated[int, Field(ge=0, le=2**31 - 1)]
-    value: float
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"value must be finite, got {v}")
-        return v
-
-
-class ReportRequest(WorkerRef):
-    values: Annotated[list[ReportPoint], Field(min_length=1, max_length=1000)]
-
-
-class ReportResponse(BaseModel):
-    prune: bool
-    state: str
-
-
-class TrialOutcome(BaseModel):
-    """What a completion or failure recorded (a repeated call answers the same)."""
-
-    trial_id: int
-    number: int
-    state: str
-    value: float | None = None
-
-
-class CompleteRequest(WorkerRef):
-    value: float | None = None
-    pruned: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> CompleteRequest:
-        if not self.pruned:
-            if self.value is None:
-                raise ValueError("value is required unless pruned")
-            if not math.isfinite(self.value):
-                raise ValueError(f"value must be finite, got {self.value}")
-        return self
-
-
-class FailRequest(WorkerRef):
-    reason: Annotated[str, Field(max_length=2000)] = ""
-    retry: bool = False
-
-
 #: The format tag of a study export (``GET /studies/{name}/export``).
 EXPORT_FORMAT = "isotune-study/1"
 
 
-class ExportedTrial(_Strict):
+class ExportedTrial(Strict):
     """One trial as exported: enough to rebuild it as an Optuna trial."""
 
     number: Annotated[int, Field(ge=0)]
@@ -295,7 +174,7 @@ class ExportedTrial(_Strict):
     @field_validator("value")
     @classmethod
     def _value(cls, v: float | None) -> float | None:
-        return _finite("value", v)
+        return finite("value", v)
 
     @field_validator("intermediate_values")
     @classmethod
@@ -303,7 +182,7 @@ class ExportedTrial(_Strict):
         for step, value in v.items():
             if not step.isdigit() or int(step) > 2**31 - 1:
                 raise ValueError(f"step {step!r} must be a whole number in 0..2**31-1")
-            _finite(f"intermediate value at step {step}", value)
+            finite(f"intermediate value at step {step}", value)
         return v
 
     @field_validator("params", "user_attrs")
@@ -321,7 +200,7 @@ class ExportedTrial(_Strict):
         return v
 
 
-class StudyExport(_Strict):
+class StudyExport(Strict):
     """A whole study: its specification and every trial (``isotune study export``)."""
 
     format: Literal["isotune-study/1"]
@@ -330,3 +209,47 @@ class StudyExport(_Strict):
     exported_at: str | None = None
     spec: dict[str, Any]
     trials: Annotated[list[ExportedTrial], Field(max_length=1_000_000)]
+
+
+class BestTrial(BaseModel):
+    """The best completed trial of a study in its direction."""
+
+    number: int
+    value: float
+    params: dict[str, Any]
+
+
+class StudyInfo(BaseModel):
+    """A study as the API shows it: its specification, its state and its trials' counts."""
+
+    name: str
+    state: StudyState
+    spec: dict[str, Any]
+    #: trials by Optuna state (every state present, 0 when none)
+    counts: dict[str, int]
+    n_trials: int
+    best: BestTrial | None = None
+
+
+class TrialInfo(BaseModel):
+    """One trial: its state, value, parameters (a WAITING trial: those it is queued with),
+    attributes (``isotune_theory``, ``isotune_worker``, ``isotune_fail``…) and intermediate
+    values by step."""
+
+    trial_id: int
+    number: int
+    state: str
+    value: float | None = None
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+    intermediate_values: dict[str, float]
+    datetime_start: str | None = None
+    datetime_complete: str | None = None
+
+
+class TrialPage(BaseModel):
+    """A page of a study's trials, ``offset`` to ``offset + len(trials)`` of ``total``."""
+
+    total: int
+    offset: int
+    trials: list[TrialInfo]

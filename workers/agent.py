@@ -27,19 +27,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from meanfield.params import HYPERPARAMETERS
-from service.client import ApiError, Client
-from workers.train import TrainConfig, TrainError, train
+from contract.client import ApiError, Client
+from contract.training import TrainError, resolve_settings
+from contract.wire import TrialAssignment
+from meanfield.params import split_name
+from workers.train import TrainConfig, train
 
 __all__ = ["WorkerOptions", "run_worker", "train_config"]
-
-#: TrainConfig fields a trial's parameters or a study's ``training`` settings may set.
-SETTABLE = {f.name for f in fields(TrainConfig)} - {"task", "T", "cell", "device", "threads"}
 
 
 @dataclass
@@ -64,36 +63,24 @@ class WorkerOptions:
 
 
 def _is_init(name: str) -> bool:
-    return name.partition("_")[0] in HYPERPARAMETERS
+    return split_name(name) is not None
 
 
 def train_config(
-    assignment: dict[str, Any], *, device: str = "auto", threads: int | None = None
+    assignment: dict[str, Any] | TrialAssignment,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
 ) -> TrainConfig:
-    """The training run an assignment (the claim's ``trial``) stands for."""
-    task = assignment["task"]
-    settings: dict[str, Any] = {"seed": int(assignment["number"])}
-    for source in (assignment.get("training") or {}, assignment["params"]):
-        for name, value in source.items():
-            if _is_init(name):
-                continue
-            if name not in SETTABLE:
-                raise TrainError(
-                    name, value, f"not a training setting; use one of {sorted(SETTABLE)}"
-                )
-            settings[name] = value
-    init = {k: float(v) for k, v in assignment["params"].items() if _is_init(k)}
-    if init:
-        fixed = settings.get("init")
-        settings["init"] = {**(fixed if isinstance(fixed, dict) else {}), **init}
-    for name in ("hidden", "batch_size", "steps", "eval_every", "eval_size"):
-        if name in settings:
-            settings[name] = int(settings[name])
+    """The training run an assignment (the claim's ``trial``) stands for: the study's
+    ``training`` options, then the trial's parameters (``contract.training.resolve_settings``)."""
+    a = TrialAssignment.model_validate(assignment)
+    settings = resolve_settings(a.training, a.params, a.number, _is_init)
     return TrainConfig(
-        task=task["name"],
-        T=int(task["T"]),
-        task_options=dict(task.get("options") or {}),
-        cell=assignment["cell"],
+        task=str(a.task["name"]),
+        T=int(a.task["T"]),
+        task_options=dict(a.task.get("options") or {}),
+        cell=a.cell,
         device=device,
         threads=threads,
         **settings,

@@ -1,8 +1,9 @@
 """The recurrent models the workers train, initialized from the theory's hyperparameters.
 
-The cores are exactly the cells of THEORY.md §1: ``torch.nn.LSTM``, ``torch.nn.GRU`` (reset after
-the matmul), ``torch.nn.RNN`` with tanh (``vanilla``) and :class:`MinimalRNN` [C18]. Their weights
-are set by :func:`initialize` from a single :class:`meanfield.Config` following THEORY.md §2:
+The cores are exactly the cells of docs/theory.md §1: ``torch.nn.LSTM``, ``torch.nn.GRU`` (reset
+after the matmul), ``torch.nn.RNN`` with tanh (``vanilla``) and :class:`MinimalRNN` [C18]. Their
+weights are set by :func:`initialize` from a single :class:`meanfield.Config` following
+docs/theory.md §2:
 
 - input weights (W_k)_ij ~ N(0, sigma_k² / n_in) (the minimalRNN's W_u multiplies the embedding e,
   fan-in n);
@@ -29,6 +30,7 @@ from torch import nn
 
 from meanfield import CELLS, MEMORY_GATE, Config, Inputs, MeanFieldError, critical_init
 from meanfield.critical import DEFAULT_C
+from meanfield.layout import LAYOUTS, SCALE, fan_in
 
 __all__ = [
     "PRESETS",
@@ -36,6 +38,7 @@ __all__ = [
     "SeqModel",
     "build_model",
     "initialize",
+    "parameter_blocks",
     "resolve_init",
 ]
 
@@ -44,7 +47,7 @@ PRESETS = ("default", "critical")
 
 
 class MinimalRNN(nn.Module):
-    """The minimalRNN of [C18], THEORY.md §1, single layer, time-major.
+    """The minimalRNN of [C18], docs/theory.md §1, single layer, time-major.
 
     e_t = tanh(W_e x_t + b_e);  u_t = σ(U_u h_{t-1} + W_u e_t + b_u);
     h_t = u_t h_{t-1} + (1 − u_t) e_t
@@ -165,6 +168,45 @@ def _recurrent_params(core: nn.Module) -> dict[str, nn.Parameter]:
     return {name: getattr(core, name) for name in names}
 
 
+#: PyTorch's names for the parts of a cell's layout (:data:`meanfield.layout.LAYOUTS`): a weight
+#: matrix by its slot, a gate's bias by ``"b_<gate>"``. ``nn.LSTM``/``GRU``/``RNN`` instead stack
+#: every matrix of one source in one parameter and every bias in ``bias_ih_l0`` (:data:`_PACKED`).
+_TORCH_NAMES: dict[str, dict[str, str]] = {
+    "minimalrnn": {
+        "W": "weight_xe",
+        "V": "weight_eu",
+        "U": "weight_hu",
+        "b_e": "bias_e",
+        "b_u": "bias_u",
+    },
+}
+_PACKED = {"x": "weight_ih_l0", "h": "weight_hh_l0", "b": "bias_ih_l0"}
+
+#: A block of rows of a parameter: (source "x"/"h"/"e" of a weight matrix, or "b" for a bias; gate).
+Block = tuple[str, str]
+
+
+def parameter_blocks(cell: str) -> dict[str, list[Block]]:
+    """The core's parameters that :func:`initialize` sets and the blocks stacked in their rows.
+
+    Derived from the cell's layout: each matrix slot contributes one block per gate (in its order),
+    each gate one bias block. A core parameter missing here (``bias_hh_l0``) is set to zero.
+    """
+    layout = LAYOUTS[cell]
+    names = _TORCH_NAMES.get(cell)
+    out: dict[str, list[Block]] = {}
+    for m in layout.matrices:
+        name = names[m.slot] if names else _PACKED[m.source]
+        out.setdefault(name, []).extend((m.source, g) for g in m.gates)
+    for g in layout.gates:
+        out.setdefault(names[f"b_{g}"] if names else _PACKED["b"], []).append(("b", g))
+    if names is None:  # PyTorch packs the gates in the layout's order
+        for name, blocks in out.items():
+            if [g for _, g in blocks] != list(layout.gates):
+                raise AssertionError(f"{cell} {name}: rows {blocks} not in gate order")
+    return out
+
+
 def _gaussian(shape: tuple[int, ...], std: float, gen: torch.Generator | None) -> torch.Tensor:
     return torch.randn(shape, generator=gen, dtype=torch.float64) * std
 
@@ -183,7 +225,7 @@ def _scalar(cfg: Config, gate: str, hp: str) -> float:
 def initialize(
     model: SeqModel | nn.Module, cfg: Config | None, generator: torch.Generator | None = None
 ) -> None:
-    """Set the recurrent core's weights from a single configuration (THEORY.md §2), in place.
+    """Set the recurrent core's weights from a single configuration (docs/theory.md §2), in place.
 
     ``model`` is a :class:`SeqModel` or a bare core. ``cfg=None`` leaves PyTorch's default
     initialization untouched (preset ``default``); the readout is never touched. Random numbers come
@@ -214,28 +256,21 @@ def initialize(
     def bias(gate: str) -> torch.Tensor:
         return _scalar(cfg, gate, "mu") + _gaussian((n,), _scalar(cfg, gate, "rho"), generator)
 
-    def input_weight(gate: str, fan_in: int) -> torch.Tensor:
-        return _gaussian((n, fan_in), _scalar(cfg, gate, "sigma") / math.sqrt(fan_in), generator)
+    def block(source: str, gate: str) -> torch.Tensor:
+        if source == "b":
+            return bias(gate)
+        if source == "h":
+            return recurrent(gate)
+        d = fan_in(source, n, n_in)
+        return _gaussian((n, d), _scalar(cfg, gate, SCALE[source]) / math.sqrt(d), generator)
 
-    params = _recurrent_params(core)
-    if cell == "minimalrnn":
-        new = {
-            "weight_xe": input_weight("e", n_in),
-            "bias_e": bias("e"),
-            "weight_eu": input_weight("u", n),
-            "weight_hu": recurrent("u"),
-            "bias_u": bias("u"),
-        }
-    else:
-        gates = CELLS[cell]
-        new = {
-            "weight_ih_l0": torch.cat([input_weight(g, n_in) for g in gates]),
-            "weight_hh_l0": torch.cat([recurrent(g) for g in gates]),
-            "bias_ih_l0": torch.cat([bias(g) for g in gates]),
-            "bias_hh_l0": torch.zeros(len(gates) * n, dtype=torch.float64),
-        }
-    for name, value in new.items():
-        params[name].copy_(value)
+    blocks = parameter_blocks(cell)
+    # In the core's parameter order: that order is the order of the random numbers.
+    for name, param in _recurrent_params(core).items():
+        if name in blocks:
+            param.copy_(torch.cat([block(src, g) for src, g in blocks[name]]))
+        else:
+            param.zero_()
 
 
 def _cell_of(core: nn.Module) -> str:
@@ -251,7 +286,9 @@ def _cell_of(core: nn.Module) -> str:
         return "gru"
     if isinstance(core, nn.RNN) and core.nonlinearity == "tanh":
         return "vanilla"
-    raise MeanFieldError("model", type(core).__name__, "is not one of the cells of THEORY.md §1")
+    raise MeanFieldError(
+        "model", type(core).__name__, "is not one of the cells of docs/theory.md §1"
+    )
 
 
 def resolve_init(

@@ -1,7 +1,7 @@
 """Long-memory sequence tasks as batches of torch tensors.
 
 ``make_task(name, T, seed, **options)`` returns a :class:`Task` whose :class:`TaskSpec` (from
-:mod:`workers.taskspec`, torch-free) gives the shapes and the bridge statistics the theory uses.
+:mod:`contract.tasks`, torch-free) gives the shapes and the bridge statistics the theory uses.
 Every batch is time-major, ``x`` of shape ``(seq_len, batch, input_size)`` (``nn.LSTM``'s default
 layout), and is a pure function of the ``torch.Generator`` passed to :meth:`Task.sample` (CPU
 tensors; move them to the model's device). The model's output is read at the last
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.taskspec import ADDING_TOLERANCE, TaskError, TaskSpec, adding_window, task_spec
+from contract.tasks import ADDING_TOLERANCE, TaskError, TaskSpec, adding_window, task_spec
 
 __all__ = ["Task", "TaskError", "TaskSpec", "make_task"]
 

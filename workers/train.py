@@ -16,12 +16,13 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from contract.training import INT_OPTIONS, OPTIMIZERS, TrainError, check_option
 from meanfield import Config, Inputs, MeanFieldError, memory_time_scale
 from meanfield.critical import DEFAULT_C
 from workers.models import build_model
@@ -29,18 +30,9 @@ from workers.tasks import make_task
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "TrainError", "TrainResult", "pick_device", "train"]
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
 #: Offset of the test set's seed from the run's seed (the test set never overlaps training batches
 #: for generated tasks, and is the dataset's held-out split for real ones).
 TEST_SEED_OFFSET = 1_000_003
-
-
-class TrainError(ValueError):
-    """A training setting is invalid; names the field and the value."""
-
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        self.field, self.value, self.reason = field, value, reason
-        super().__init__(f"{field}={value}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -48,8 +40,8 @@ class TrainConfig:
     """Everything that defines a training run.
 
     ``init`` is ``"default"`` (PyTorch's own initialization), ``"critical"`` (the mean-field recipe
-    for the task's bridge T, THEORY.md §5) or a mapping of initialization hyperparameters in the
-    engine's flat names (``{"mu_f": 4.0, "nu": 1.0}``).
+    for the task's bridge T, docs/theory.md §5) or a mapping of initialization hyperparameters in
+    the engine's flat names (``{"mu_f": 4.0, "nu": 1.0}``).
     """
 
     task: str = "copy"
@@ -72,26 +64,20 @@ class TrainConfig:
     task_options: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
-        def positive_int(name: str, v: object) -> None:
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-                raise TrainError(name, v, "must be a positive integer")
-
-        for name in ("T", "hidden", "batch_size", "steps", "eval_every", "eval_size"):
-            positive_int(name, getattr(self, name))
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise TrainError("lr", self.lr, "must be a positive number")
-        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
-            raise TrainError("clip", self.clip, "must be a positive number (or None: no clipping)")
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainError("optimizer", self.optimizer, f"choose one of {list(OPTIMIZERS)}")
+        """Check every setting (the rules of :mod:`contract.training`, which the server also
+        applies to a study's ``training``) and the device; raises :class:`TrainError`."""
+        if isinstance(self.T, bool) or not isinstance(self.T, Integral) or self.T < 1:
+            raise TrainError("T", self.T, "must be a positive integer")
+        for name in (*INT_OPTIONS, "lr", "clip", "optimizer", "init", "weights", "c"):
+            check_option(name, getattr(self, name))
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise TrainError("device", self.device, "choose auto, cpu, cuda or cuda:N")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise TrainError("device", self.device, "CUDA is not available on this machine")
-        if isinstance(self.init, str) and self.init not in ("default", "critical"):
-            raise TrainError("init", self.init, "choose default, critical or hyperparameters")
         if self.threads is not None:
-            positive_int("threads", self.threads)
+            bad = isinstance(self.threads, bool) or not isinstance(self.threads, Integral)
+            if bad or self.threads < 1:
+                raise TrainError("threads", self.threads, "must be a positive integer")
         return self
 
     def to_dict(self) -> dict[str, Any]:

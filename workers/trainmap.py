@@ -3,10 +3,10 @@
 A grid over one initialization hyperparameter (by default the memory-gate bias, mu_f for the LSTM)
 × the bridge length T, a few seeds each, every run a :func:`workers.train.train` in its own process.
 The mean-field theory predicts a run trainable when T ≤ c·ξ_C, ξ_C the memory time of its
-initialization for the task's input statistics (THEORY.md §5). :func:`fit_boundary` measures c: the
-value that puts the most runs on their predicted side (trained inside, failed outside), with a
-bootstrap interval; it also fits the two-edged band T/c ≤ ξ_C ≤ c_high·T of THEORY.md §5.1 and
-reports whether the upper edge is supported by the data.
+initialization for the task's input statistics (docs/theory.md §5). :func:`fit_boundary` measures
+c: the value that puts the most runs on their predicted side (trained inside, failed outside), with
+a bootstrap interval; it also fits the two-edged band T/c ≤ ξ_C ≤ c_high·T of docs/theory.md §5.1
+and reports whether the upper edge is supported by the data.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from contract.tasks import task_spec
 from meanfield import MEMORY_GATE, Config, Inputs, memory_time_scale
-from workers.taskspec import task_spec
+from meanfield.params import split_name
 from workers.train import TrainConfig, TrainError, train
 
 __all__ = [
@@ -183,7 +184,7 @@ def run_map(
     Runs in ``workers`` processes (default: the CPU count), one torch thread each. ``on_result`` is
     called after each run with (run, done, total).
     """
-    if param.partition("_")[0] not in ("mu", "rho", "sigma", "nu"):
+    if split_name(param) is None:
         raise TrainError("param", param, "must be an initialization hyperparameter, e.g. mu_f")
     if not values or not Ts or not seeds:
         raise TrainError("grid", (values, Ts, seeds), "needs values, T values and seeds")

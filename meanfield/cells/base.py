@@ -1,4 +1,4 @@
-"""What every cell's mean-field theory provides (THEORY.md §3–4).
+"""What every cell's mean-field theory provides (docs/theory.md §3–4).
 
 A cell's theory is a moment map on a *state*: a dict of arrays (one entry per configuration) holding
 the single-example moments (``single_keys``: e.g. Q = ⟨h,h⟩/n) and the two-example cross moments
@@ -28,7 +28,7 @@ __all__ = ["CellTheory", "JacobianMoments", "State", "convex_moments", "gate_pow
 
 @dataclass(frozen=True)
 class JacobianMoments:
-    """Per-unit moments of J = D[a] + Σ_k D[b_k] U_k D[c] (THEORY.md §4).
+    """Per-unit moments of J = D[a] + Σ_k D[b_k] U_k D[c] (docs/theory.md §4).
 
     ``b2``/``b4``/``a2b2`` are those of b_eff with b_eff² = Σ_k ν_k² b_k² (the recurrent scales are
     folded in); ``b2_per_gate`` keeps ν_k² E[b_k²] for the orthogonal correction.

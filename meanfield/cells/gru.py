@@ -1,4 +1,4 @@
-"""Mean-field map of torch.nn.GRU, reset *after* the matmul (THEORY.md §3).
+"""Mean-field map of torch.nn.GRU, reset *after* the matmul (docs/theory.md §3).
 
 r = σ(u_r), z = σ(u_z), n_t = tanh(A + r ⊙ V) with A = W_n x + b_n and V = U_n h_{t-1};
 h_t = (1 - z) n_t + z h_{t-1}.

@@ -1,4 +1,4 @@
-"""Mean-field map of torch.nn.LSTM (THEORY.md §3).
+"""Mean-field map of torch.nn.LSTM (docs/theory.md §3).
 
 c_t = σ(u_f) c_{t-1} + σ(u_i) tanh(u_g);  h_t = σ(u_o) tanh(c_t).
 

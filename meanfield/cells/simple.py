@@ -1,4 +1,4 @@
-"""Mean-field maps of the vanilla tanh RNN and the minimalRNN [C18] (THEORY.md §3)."""
+"""Mean-field maps of the vanilla tanh RNN and the minimalRNN [C18] (docs/theory.md §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the theory needs to know about a long-memory task, computed without torch.
 
-The mean-field prior (``/work/shared/THEORY.md``, "Inputs") sees a task only through a few numbers:
+The mean-field prior (``docs/theory.md`` §2.2, "Inputs") sees a task only through a few numbers:
 the bridge length ``T`` (steps between the information and the moment it must be recalled), the
 input second moment ``R`` during the bridge (mean over input coordinates of E[x²]) and whether two
 different examples see independent or identical inputs there (``regime``). This module computes
@@ -33,6 +33,8 @@ from numbers import Integral, Real
 from types import MappingProxyType
 from typing import Any
 
+from contract.errors import IsotuneError
+
 __all__ = [
     "ADDING_TOLERANCE",
     "TASKS",
@@ -48,7 +50,7 @@ __all__ = [
 ADDING_TOLERANCE = 0.04
 
 
-class TaskError(ValueError):
+class TaskError(IsotuneError, ValueError):
     """Invalid task name, bridge length or option.
 
     Attributes:
@@ -57,17 +59,10 @@ class TaskError(ValueError):
         reason: what is wrong with it.
     """
 
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        self.field = field
-        self.value = value
-        self.reason = reason
-        shown = os.fspath(value) if isinstance(value, os.PathLike) else value
-        super().__init__(f"{field}={shown!r}: {reason}")
-
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """The shape of a task and the input statistics of its bridge (THEORY.md, "Inputs").
+    """The shape of a task and the input statistics of its bridge (docs/theory.md, "Inputs").
 
     Attributes:
         name: task name, a key of :data:`TASKS`.

@@ -1,0 +1,228 @@
+"""Studies: create, list, show, archive, delete, export and import; their trials; prior maps.
+
+A study is an Optuna study plus isotune's row (:class:`~service.models.StudyRecord`: the
+specification, the state, the count of re-enqueued parameters). Creation checks everything the
+schema cannot (``service.search.check_study``) before anything is stored, and leaves no Optuna
+study without its row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+
+from contract.tasks import task_spec
+from service.cache import StudyCache
+from service.errors import Conflict, Invalid, NotFound
+from service.exports import export_trial, import_trial, trial_info
+from service.leases import Leases
+from service.models import Lease, StudyRecord
+from service.optuna_compat import study_id
+from service.plots import PriorMap, prior_map
+from service.schemas import EXPORT_FORMAT, StudyCreate, StudyExport
+from service.search import check_study, make_pruner, make_sampler, to_distribution
+from service.states import LeaseState, StudyState
+from service.store import Store, now
+
+__all__ = ["Studies"]
+
+log = logging.getLogger("isotune.service")
+
+
+class Studies:
+    """The study side of the service over one :class:`~service.store.Store`."""
+
+    def __init__(self, store: Store, cache: StudyCache, leases: Leases) -> None:
+        self.store, self.cache, self.leases = store, cache, leases
+
+    def create_study(
+        self, spec: StudyCreate, state: StudyState = StudyState.ACTIVE
+    ) -> dict[str, Any]:
+        # refuse a pruner, a task or a prior that cannot be honored before storing anything
+        prior = check_study(spec)
+        with self.store.study_lock(spec.name):
+            with self.store.sessions() as session:
+                if session.get(StudyRecord, spec.name) is not None:
+                    raise Conflict("name", spec.name, "a study of that name exists")
+            try:
+                study = optuna.create_study(
+                    study_name=spec.name,
+                    storage=self.store.storage,
+                    direction=spec.direction,
+                    sampler=make_sampler(spec),
+                    pruner=make_pruner(spec),
+                )
+            except optuna.exceptions.DuplicatedStudyError:
+                raise Conflict("name", spec.name, "an Optuna study of that name exists") from None
+            try:
+                study.set_user_attr("isotune_spec", spec.model_dump(mode="json"))
+                with self.store.sessions.begin() as session:
+                    session.add(
+                        StudyRecord(
+                            name=spec.name,
+                            optuna_study_id=study_id(study),
+                            spec=spec.model_dump(mode="json"),
+                            state=state,
+                            created_at=now(),
+                        )
+                    )
+            except Exception:  # no Optuna study without its record: the name stays free
+                optuna.delete_study(study_name=spec.name, storage=self.store.storage)
+                raise
+            self.cache.get(spec.name, study_id(study), prior)  # the checked prior, not built again
+        return self.get_study(spec.name)
+
+    def list_studies(self) -> list[dict[str, Any]]:
+        with self.store.sessions() as session:
+            names = list(session.scalars(select(StudyRecord.name).order_by(StudyRecord.created_at)))
+        return [self.get_study(n) for n in names]
+
+    def get_study(self, name: str) -> dict[str, Any]:
+        spec_model, rec = self.store.spec(name)
+        spec = rec.spec
+        trials = self.store.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        counts = Counter(t.state.name for t in trials)
+        best = None
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        if complete:
+            pick = max if spec_model.direction == "maximize" else min
+            b = pick(complete, key=lambda t: t.value)
+            best = {"number": b.number, "value": b.value, "params": b.params}
+        return {
+            "name": name,
+            "state": rec.state,
+            "spec": spec,
+            "counts": {s.name: counts.get(s.name, 0) for s in TrialState},
+            "n_trials": len(trials),
+            "best": best,
+        }
+
+    def archive_study(self, name: str) -> dict[str, Any]:
+        with self.store.sessions.begin() as session:
+            rec = session.get(StudyRecord, name)
+            if rec is None:
+                raise NotFound("study", name)
+            rec.state = StudyState.ARCHIVED
+        return self.get_study(name)
+
+    def delete_study(self, name: str) -> None:
+        with self.store.study_lock(name):
+            self.store.record(name)
+            optuna.delete_study(study_name=name, storage=self.store.storage)
+            with self.store.sessions.begin() as session:
+                session.execute(delete(Lease).where(Lease.study_name == name))
+                session.execute(delete(StudyRecord).where(StudyRecord.name == name))
+            self.cache.drop(name)
+            self.leases.forget(name)
+
+    def export_study(self, name: str) -> dict[str, Any]:
+        """The study's specification and every trial, as JSON (:class:`StudyExport`)."""
+        _, rec = self.store.spec(name)
+        trials = self.store.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        return {
+            "format": EXPORT_FORMAT,
+            "name": name,
+            "state": rec.state,
+            "exported_at": now().isoformat(),
+            "spec": rec.spec,
+            "trials": [export_trial(t) for t in trials],
+        }
+
+    def import_study(self, data: StudyExport, name: str | None = None) -> dict[str, Any]:
+        """Create a study from an export, under ``name`` (default: the exported one).
+
+        Finished trials come back as they were (values, intermediate values, attributes, times)
+        and count against the budget as before; queued (WAITING) parameters are queued again; a
+        trial RUNNING at export time comes back FAILED ("running when exported") with its
+        parameters queued for a retry while retries remain. The study is created ``importing``
+        (claims answer ``done``) and takes its exported state last. All or nothing: a trial that
+        does not fit the study's space leaves no study behind (422 naming ``trials[i]``)."""
+        try:
+            spec = StudyCreate.model_validate({**data.spec, "name": name or data.name})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise Invalid(f"spec.{where}", first.get("input"), first["msg"]) from None
+        self.create_study(spec, state=StudyState.IMPORTING)
+        try:
+            self._add_trials(spec, data)
+            with self.store.sessions.begin() as session:
+                session.get(StudyRecord, spec.name).state = data.state
+        except BaseException:
+            try:
+                self.delete_study(spec.name)
+            except Exception:  # keep the import's own error; the half study is logged
+                log.exception("could not delete the half-imported study %r", spec.name)
+            raise
+        return self.get_study(spec.name)
+
+    def _add_trials(self, spec: StudyCreate, data: StudyExport) -> None:
+        """The exported trials, checked against the study's space, then stored in one pass."""
+        name = spec.name
+        space = {k: to_distribution(d) for k, d in spec.space.items()}
+        rec = self.store.record(name)
+        frozen: list[tuple[optuna.trial.FrozenTrial, int, str]] = []
+        retry: list[tuple[dict[str, Any], int]] = []
+        for i, t in enumerate(sorted(data.trials, key=lambda t: t.number)):
+            try:
+                got = import_trial(t, space, spec.retries)
+            except (ValueError, TypeError, KeyError) as e:
+                raise Invalid(f"trials[{i}]", t.number, str(e)) from None
+            if got.trial is not None:
+                frozen.append((got.trial, got.attempt, got.worker))
+            if got.requeue is not None:
+                retry.append(got.requeue)
+        with self.store.study_lock(name):
+            leases, storage = [], self.store.storage
+            for trial, attempt, worker in frozen:
+                trial_id = storage.create_new_trial(rec.optuna_study_id, template_trial=trial)
+                stamp = (trial.datetime_start or datetime.now()).astimezone(UTC)
+                leases.append(
+                    Lease(
+                        trial_id=trial_id, study_name=name,
+                        trial_number=storage.get_trial_number_from_id(trial_id),
+                        worker_id=worker, claimed_at=stamp, expires_at=stamp, attempt=attempt,
+                        state=LeaseState.FINISHED,
+                    )
+                )  # fmt: skip
+            with self.store.sessions.begin() as session:  # the budget counts them as before
+                session.add_all(leases)
+            for params, attempt in retry:
+                self.leases.enqueue(name, params, attempt)
+
+    def list_trials(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        rec = self.store.record(name)
+        trials = self.store.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        page = trials[offset : offset + limit]
+        return {"total": len(trials), "offset": offset, "trials": [trial_info(t) for t in page]}
+
+    def prior_map(self, name: str) -> PriorMap:
+        """The study's prior map (``service.plots``): ξ_C, the criterion's contour, the trials."""
+        rec = self.store.record(name)
+        info = self.cache.get(name, rec.optuna_study_id)
+        if info.prior is None:
+            raise NotFound("prior map", f"{name} (no initialization hyperparameter to map)")
+        trials = [trial_info(t) for t in self.store.storage.get_all_trials(rec.optuna_study_id)]
+        spec = info.spec
+        trained = -math.inf  # minimized: every completed trial counts
+        if spec.direction == "maximize":
+            chance = task_spec(spec.task.name, spec.task.T, **spec.task.options).chance
+            trained = 0.5 * (chance + 1.0)
+        title = (
+            f"{name}: {spec.cell} on {spec.task.name}, T = {spec.task.T}, prior {spec.prior.mode}"
+        )
+        return prior_map(info.prior, trials, title, trained)
+
+    def get_trial(self, trial_id: int) -> dict[str, Any]:
+        try:
+            return trial_info(self.store.storage.get_trial(trial_id))
+        except KeyError:
+            raise NotFound("trial", trial_id) from None

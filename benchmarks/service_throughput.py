@@ -44,7 +44,7 @@ from service.migrate import upgrade  # noqa: E402
 from tests.support.pg import postgres_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
 #: Runs of each 8-client measurement (the report quotes their median).
 REPEATS = 3
 #: Server processes of the second 8-client measurement on PostgreSQL (``--workers``).
@@ -81,7 +81,7 @@ def serve(url: str, workers: int = 1):
 
 
 def raw_lifecycle(study: optuna.Study) -> float:
-    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     t0 = time.perf_counter()
     trial = study.ask(dist)
     for step in range(3):
@@ -174,7 +174,7 @@ def raw_concurrent(url: str, clients: int, per: int) -> float:
     """Raw Optuna ask/report/tell from ``clients`` threads of one process: lifecycles/s."""
     storage = optuna_storage(url)
     optuna.create_study(study_name="raw8", storage=storage)
-    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     done = []
 
     def work() -> None:
@@ -219,7 +219,7 @@ def measure(url: str, n: int, postgresql: bool) -> dict:
         out["concurrent8"] = repeated(base, "eight", per, pid)
         # claim latency against the study's size
         storage = optuna_storage(url)
-        dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+        dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
         for size in (100, 10_000):
             name = f"size{size}"
             with Client(base) as c:
@@ -227,7 +227,7 @@ def measure(url: str, n: int, postgresql: bool) -> dict:
             study = optuna.load_study(study_name=name, storage=storage)
             study.add_trials(  # finished trials, written directly
                 [
-                    optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=0.5)
+                    optuna.trial.create_trial(params={"lr": 0.01}, distributions=dist, value=0.5)
                     for _ in range(size)
                 ]
             )

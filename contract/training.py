@@ -20,11 +20,13 @@ from contract.errors import IsotuneError
 
 __all__ = [
     "INT_OPTIONS",
+    "NOT_SEARCHABLE",
     "OPTIMIZERS",
     "TRAINING_OPTIONS",
     "WEIGHTS",
     "TrainError",
     "check_option",
+    "check_searchable",
     "check_training",
     "resolve_settings",
 ]
@@ -105,6 +107,24 @@ def check_option(name: str, value: Any) -> Any:
             raise TrainError(name, value, "must be a mapping of task options")
         return dict(value)
     raise TrainError(name, value, f"not a training setting; use one of {sorted(TRAINING_OPTIONS)}")
+
+
+#: Options a search space cannot vary (a mapping is no point of a distribution).
+NOT_SEARCHABLE = ("task_options",)
+
+
+def check_searchable(name: str, values: list[Any]) -> None:
+    """A search-space parameter ``name`` that is a training option, checked on ``values`` (a
+    distribution's bounds or a categorical's choices); raises :class:`TrainError` naming it."""
+    if name not in TRAINING_OPTIONS:
+        reason = f"not a training setting; use one of {sorted(TRAINING_OPTIONS)}"
+        raise TrainError(name, name, reason)
+    if name in NOT_SEARCHABLE:
+        raise TrainError(name, name, "cannot be searched; set it in the study's training")
+    for value in values:
+        if name in INT_OPTIONS and isinstance(value, Real) and not isinstance(value, bool):
+            value = int(value) if float(value).is_integer() else value
+        check_option(name, value)
 
 
 def check_training(training: Mapping[str, Any], is_init: Callable[[str], bool]) -> dict[str, Any]:

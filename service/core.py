@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import optuna
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.cache import StudyCache
@@ -28,18 +27,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 class Service:
     """One database's studies and leases: ``studies`` and ``leases`` share a store and a cache."""
 
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        storage: optuna.storages.BaseStorage,
-        *,
-        sqlite: bool,
-        lock_engine: Engine | None = None,
-    ) -> None:
-        self.store = Store(sessions, storage, sqlite=sqlite, lock_engine=lock_engine)
-        self.cache = StudyCache(self.store)
-        self.leases = Leases(self.store, self.cache)
-        self.studies = Studies(self.store, self.cache, self.leases)
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.cache = StudyCache(store)
+        self.leases = Leases(store, self.cache)
+        self.studies = Studies(store, self.cache, self.leases)
 
     @property
     def sessions(self) -> sessionmaker[Session]:

@@ -17,9 +17,9 @@ from optuna.distributions import (
 )
 
 from contract.tasks import TaskError, task_spec
-from contract.training import TrainError, check_training
+from contract.training import TRAINING_OPTIONS, TrainError, check_searchable, check_training
 from meanfield import Inputs, MeanFieldError
-from meanfield.params import split_name
+from meanfield.params import CELLS, split_name
 from service.errors import Invalid
 from service.prior import Prior, PriorError, build_prior
 from service.schemas import Distribution, StudyCreate
@@ -111,5 +111,37 @@ def check_study(spec: StudyCreate) -> Prior | None:
         check_training(spec.training, is_init)
     except (TrainError, MeanFieldError) as e:
         raise Invalid(f"training.{e.field}", e.value, e.reason) from None
+    for name, dist in spec.space.items():
+        _check_parameter(spec.cell, name, dist)
     make_pruner(spec)
     return study_prior(spec)
+
+
+def _check_parameter(cell: str, name: str, dist: Distribution) -> None:
+    """A search-space parameter is an initialization hyperparameter of ``cell`` (``mu``,
+    ``nu_f``…) or a training option whose every value a worker accepts; :class:`Invalid`
+    naming ``space.<name>`` otherwise."""
+    field = f"space.{name}"
+    try:
+        parsed = split_name(name)
+    except MeanFieldError as e:
+        raise Invalid(field, name, e.reason) from None
+    if parsed is not None:
+        gate = parsed[1]
+        if gate is not None and gate not in CELLS[cell]:
+            gates = ", ".join(CELLS[cell])
+            raise Invalid(field, name, f"{cell} has no gate {gate!r}; its gates: {gates}")
+        if dist.type == "categorical" and not all(
+            isinstance(c, int | float) and not isinstance(c, bool) for c in dist.choices or ()
+        ):
+            raise Invalid(field, dist.choices, "an initialization hyperparameter takes numbers")
+        return
+    values = list(dist.choices or ()) if dist.type == "categorical" else [dist.low, dist.high]
+    try:
+        check_searchable(name, values)
+    except TrainError as e:
+        known = "an initialization hyperparameter (mu, rho, sigma, nu, optionally _<gate>) or "
+        reason = e.reason
+        if reason.startswith("not a training setting"):
+            reason = f"neither {known}a training option: {', '.join(sorted(TRAINING_OPTIONS))}"
+        raise Invalid(field, e.value, reason) from None

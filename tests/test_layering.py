@@ -118,3 +118,19 @@ def test_no_module_is_much_over_500_lines() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"split these modules by job: {long}"
+
+
+def test_no_tracked_file_names_a_folder_of_a_development_machine() -> None:
+    """Reports and docs name paths relative to the repository, never a machine's own folders."""
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    machine = tuple("/" + d + "/" for d in ("work", "root", "home/runner"))  # not in this file
+    found = []
+    for name in listed:
+        path = ROOT / name
+        if not path.is_file() or path.suffix in {".png", ".jpg", ".pdf"}:
+            continue
+        text = path.read_text(errors="replace")
+        found += [f"{name}: {m}" for m in machine if m in text]
+    assert not found, found

@@ -29,6 +29,7 @@ from service.errors import Conflict, Invalid, NotFound
 from service.metrics import Timing
 from service.migrate import upgrade
 from service.settings import Settings
+from service.store import Store
 
 __all__ = ["build_app", "create_app"]
 
@@ -54,9 +55,10 @@ def build_app(settings: Settings) -> FastAPI:
         if sqlite
         else make_engine(url, pool_size=8, max_overflow=56, isolation_level="AUTOCOMMIT")
     )
-    service = Service(
+    store = Store(
         session_factory(engine), optuna_storage(url), sqlite=sqlite, lock_engine=lock_engine
     )
+    service = Service(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract contract
 COPY meanfield meanfield
 COPY service service
 COPY migrations migrations

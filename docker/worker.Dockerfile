@@ -3,6 +3,7 @@
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract contract
 COPY meanfield meanfield
 COPY service service
 COPY migrations migrations

@@ -134,3 +134,15 @@ def test_no_tracked_file_names_a_folder_of_a_development_machine() -> None:
         text = path.read_text(errors="replace")
         found += [f"{name}: {m}" for m in machine if m in text]
     assert not found, found
+
+
+@pytest.mark.parametrize("image", ["server", "worker"])
+def test_every_package_is_copied_into_the_images(image: str) -> None:
+    """The images install the project from its packages: each one pyproject lists is copied."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (ROOT / "docker" / f"{image}.Dockerfile").read_text()
+    missing = [p for p in listed if f"COPY {p} {p}" not in dockerfile]
+    assert not missing, f"docker/{image}.Dockerfile does not copy {missing}"

@@ -54,7 +54,10 @@ class _IsotuneGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except IsotuneError as e:
-            _fail(f"{e.field}={format_value(e.value)}: {e.reason}")
+            *first, last = e.lines(format_value)
+            for line in first:
+                typer.echo(f"error: {line}", err=True)
+            _fail(last)
         except typer.BadParameter as e:
             _fail(" ".join(e.format_message().split()))
 

@@ -8,17 +8,52 @@ up to ``retry_seconds`` (a worker survives a server restart); 4xx answers are ne
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from contract.errors import IsotuneError
+
 __all__ = ["ApiError", "Client"]
 
 
-class ApiError(RuntimeError):
-    def __init__(self, status: int, detail: object) -> None:
+class ApiError(IsotuneError, RuntimeError):
+    """An error answer of the server: its HTTP ``status`` and ``detail`` (a text naming the field,
+    or FastAPI's list of validation errors), and the ``field`` it names."""
+
+    def __init__(self, status: int, detail: object, field: str | None = None) -> None:
         self.status, self.detail = status, detail
-        super().__init__(f"HTTP {status}: {detail}")
+        first = detail[0] if isinstance(detail, list) and detail else None
+        if isinstance(first, dict):
+            field = field or _loc(first)
+            value, reason = first.get("input"), str(first.get("msg", ""))
+        else:
+            value, reason = detail, f"HTTP {status}"
+        super().__init__(field or f"HTTP {status}", value, reason)
+
+    def message(self) -> str:
+        return f"HTTP {self.status}: {self.detail}"
+
+    def lines(self, show: Callable[[Any], str] = repr) -> list[str]:
+        """One line per error: ``field=value: reason`` for each validation error, else the
+        server's own detail (which already reads ``field=value: reason``)."""
+        if isinstance(self.detail, list):
+            return [
+                f"{_loc(d)}={show(d.get('input'))}: {d.get('msg', '')}"
+                if isinstance(d, dict)
+                else str(d)
+                for d in self.detail
+            ]
+        return [f"{self.detail} (HTTP {self.status})"]
+
+
+def _loc(error: dict[str, Any]) -> str:
+    """A validation error's location without FastAPI's leading ``body``/``query``/``path``."""
+    loc = [str(x) for x in error.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    return ".".join(loc) or "body"
 
 
 class Client:
@@ -72,11 +107,7 @@ class Client:
                 delay = min(delay * 2, 5.0)
                 continue
             if r.status_code >= 400:
-                try:
-                    detail = r.json().get("detail", r.text)
-                except ValueError:
-                    detail = r.text
-                raise ApiError(r.status_code, detail)
+                raise _error(r)
             return None if r.status_code == 204 else r.json()
 
     # studies
@@ -106,7 +137,7 @@ class Client:
         """The study's prior map as PNG bytes."""
         r = self.http.get(f"{self.base}/studies/{name}/prior.png")
         if r.status_code >= 400:
-            raise ApiError(r.status_code, r.json().get("detail", r.text))
+            raise _error(r)
         return r.content
 
     # workers
@@ -128,3 +159,16 @@ class Client:
     def fail(self, trial_id: int, worker_id: str, reason: str, retry: bool = False) -> dict:
         body = {"worker_id": worker_id, "reason": reason, "retry": retry}
         return self.request("POST", f"/trials/{trial_id}/fail", json=body)
+
+
+def _error(r: httpx.Response) -> ApiError:
+    try:
+        body = r.json()
+    except ValueError:
+        return ApiError(r.status_code, r.text)
+    if not isinstance(body, dict):
+        return ApiError(r.status_code, body)
+    field = body.get("field")
+    return ApiError(
+        r.status_code, body.get("detail", r.text), field if isinstance(field, str) else None
+    )

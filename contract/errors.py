@@ -14,6 +14,7 @@ scipy only) derives from it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["IsotuneError"]
@@ -40,6 +41,11 @@ class IsotuneError(Exception):
         """``field=value: reason`` (the value as its repr; a path as its text)."""
         shown = os.fspath(self.value) if isinstance(self.value, os.PathLike) else self.value
         return f"{self.field}={shown!r}: {self.reason}"
+
+    def lines(self, show: Callable[[Any], str] = repr) -> list[str]:
+        """The error as ``field=value: reason`` lines, the value rendered by ``show`` (the CLI
+        prints each as ``error: <line>``)."""
+        return [f"{self.field}={show(self.value)}: {self.reason}"]
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes
         return (type(self), (self.field, self.value, self.reason))

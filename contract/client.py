@@ -7,6 +7,8 @@ up to ``retry_seconds`` (a worker survives a server restart); 4xx answers are ne
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +17,14 @@ import httpx
 
 from contract.errors import IsotuneError
 
-__all__ = ["ApiError", "Client"]
+__all__ = ["ApiError", "Client", "Unreachable"]
+
+
+class Unreachable(IsotuneError, ConnectionError):
+    """No isotune server answers at the URL given (names it and the cause)."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__("server", server, reason)
 
 
 class ApiError(IsotuneError, RuntimeError):
@@ -64,11 +73,19 @@ class Client:
         *,
         timeout: float = 30.0,
         retry_seconds: float = 60.0,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base = server.rstrip("/") + "/api/v1"
+        #: The server as given, with or without the ``/api/v1`` that ``isotune serve`` prints.
+        self.server = server.rstrip("/").removesuffix("/api/v1")
+        self.base = self.server + "/api/v1"
         self.http = httpx.Client(headers=headers, timeout=timeout)
         self.retry_seconds = retry_seconds
+        #: Set to stop waiting between retries at once (the worker's Ctrl-C).
+        self.stop = stop
+        #: Told, at most every 10 s, that the server is unreachable and how long retries go on.
+        self.on_retry = on_retry
         #: Time spent in :meth:`request` (retries and back-off included) and the number of calls.
         self.seconds = 0.0
         self.calls = 0
@@ -82,6 +99,27 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def first_contact(self) -> dict[str, Any]:
+        """Ask the server's health once, without retries; :class:`Unreachable` naming the URL
+        and the cause when nothing answers or what answers is not an isotune server. Retries
+        are for a server that answered before: a wrong URL should fail in seconds, not wait."""
+        url = self.base + "/health"
+        try:
+            r = self.http.get(url, timeout=min(10.0, self.http.timeout.read or 10.0))
+        except httpx.TransportError as e:
+            raise Unreachable(self.server, f"cannot connect ({type(e).__name__}: {e})") from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+            raise Unreachable(
+                self.server,
+                f"GET {url} answered HTTP {r.status_code}, not isotune's health; pass the URL "
+                "that isotune serve prints, e.g. http://127.0.0.1:8000",
+            )
+        return body
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
@@ -92,23 +130,39 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.retry_seconds
-        delay = 0.2
+        delay, told = 0.2, -math.inf
         while True:
             try:
                 r = self.http.request(method, self.base + path, **kwargs)
-            except httpx.TransportError:
-                if time.monotonic() + delay > deadline:
+            except httpx.TransportError as e:
+                if time.monotonic() + delay > deadline or not self._pause(delay):
                     raise
-                time.sleep(delay)
+                told = self._tell(f"{type(e).__name__}: {e}", deadline, told)
                 delay = min(delay * 2, 5.0)
                 continue
             if r.status_code >= 500 and time.monotonic() + delay <= deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
+                if self._pause(delay):
+                    told = self._tell(f"HTTP {r.status_code}", deadline, told)
+                    delay = min(delay * 2, 5.0)
+                    continue
             if r.status_code >= 400:
                 raise _error(r)
             return None if r.status_code == 204 else r.json()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False if told to stop meanwhile (then no retry)."""
+        if self.stop is None:
+            time.sleep(seconds)
+            return True
+        return not self.stop.wait(seconds)
+
+    def _tell(self, cause: str, deadline: float, told: float) -> float:
+        now = time.monotonic()
+        if self.on_retry is not None and now - told >= 10.0:
+            left = max(0.0, deadline - now)
+            self.on_retry(f"server {self.server} unreachable ({cause}); retrying for {left:.0f} s")
+            return now
+        return told
 
     # studies
     def create_study(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from typing import Any
 
 import httpx
 
-from contract.client import ApiError, Client
+from contract.client import ApiError, Client, Unreachable
+from contract.tasks import TaskError
 from contract.training import TrainError, resolve_settings
 from contract.wire import TrialAssignment
 from meanfield.params import split_name
@@ -115,12 +116,21 @@ class _Stop:
 def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[str, int]:
     """Work until every study is done, ``max_trials`` trials ran, or a signal; returns counts of
     the trials' outcomes."""
+    check_device(opts.device)  # before any claim: a node without CUDA must not burn a budget
     stop = _Stop()
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "released": 0}
     pending = list(opts.studies)
-    with stop.installed(), Client(opts.server, opts.token, retry_seconds=opts.retry_seconds) as c:
-        log(f"worker {opts.worker_id}: studies {', '.join(pending)} on {opts.server}")
-        turn = 0
+    client = Client(
+        opts.server,
+        opts.token,
+        retry_seconds=opts.retry_seconds,
+        stop=stop.event,
+        on_retry=lambda line: log(f"worker {opts.worker_id}: {line}"),
+    )
+    with stop.installed(), client as c:
+        c.first_contact()  # a wrong URL fails here, in seconds
+        log(f"worker {opts.worker_id}: studies {', '.join(pending)} on {c.server}")
+        turn, streak = 0, 0
         while pending and not stop.event.is_set():
             if opts.max_trials is not None and sum(counts.values()) >= opts.max_trials:
                 break
@@ -129,7 +139,14 @@ def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[
                 study = pending[turn % len(pending)]
                 turn += 1
                 mark = (time.perf_counter(), c.seconds, c.calls)
-                got = c.claim(study, opts.worker_id, {"device": opts.device})
+                try:
+                    got = c.claim(study, opts.worker_id, {"device": opts.device})
+                except httpx.TransportError as e:
+                    if stop.event.is_set():  # Ctrl-C while the server was away
+                        break
+                    raise Unreachable(
+                        c.server, f"no answer for {opts.retry_seconds:.0f} s ({e}); stopping"
+                    ) from None
                 if got["status"] == "done":
                     pending.remove(study)
                     log(f"worker {opts.worker_id}: study {study} is done")
@@ -138,13 +155,58 @@ def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[
                     waiting += 1
                     continue
                 outcome = _run_trial(c, opts, got["trial"], stop, log, mark)
-                counts[outcome] += 1
+                streak = streak + 1 if outcome == ENVIRONMENT else 0
+                counts["released" if outcome == ENVIRONMENT else outcome] += 1
+                if streak >= ENVIRONMENT_LIMIT:
+                    raise TrainError(
+                        "device",
+                        opts.device,
+                        f"{streak} trials in a row failed for a reason of this machine (given "
+                        "back for other workers); stopping. See the lines above",
+                    )
                 break
             else:
                 if waiting:  # every study has its budget out while trials still run
                     stop.event.wait(opts.poll_seconds)
     log(f"worker {opts.worker_id}: stopped; {counts}")
     return counts
+
+
+#: The outcome of a trial given back for a reason of this machine (device, memory, data files).
+ENVIRONMENT = "environment"
+#: Trials in a row given back for such a reason before the worker stops.
+ENVIRONMENT_LIMIT = 3
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have (:class:`TrainError` naming it)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise TrainError(
+            "device", device, f"CUDA is not available here (torch {torch.__version__}, {build}); "
+            "use --device cpu, or install a CUDA build of torch (README, GPU workers)",
+        )  # fmt: skip
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        count = torch.cuda.device_count()
+        raise TrainError("device", device, f"this machine has {count} CUDA device(s)")
+
+
+def _environment(e: BaseException) -> bool:
+    """Whether a trial failed for a reason of this machine rather than of its settings: out of
+    memory, a device error, or the task's data files missing here."""
+    import torch
+
+    if isinstance(e, torch.cuda.OutOfMemoryError | MemoryError | OSError):
+        return True
+    if isinstance(e, TaskError) and e.field == "data_dir":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("CUDA error" in text or "out of memory" in text)
 
 
 class _Lost(Exception):
@@ -208,8 +270,12 @@ def _run_trial(
         except (ApiError, httpx.TransportError) as e:  # the server, not the training
             _give_back(c, trial_id, wid, log, head, f"server trouble: {e}"[:2000])
             return "released"
-        except (TrainError, ValueError, RuntimeError) as e:  # bad settings, CUDA errors, ...
-            reason = f"{type(e).__name__}: {e}"[:2000]
+        except (TrainError, ValueError, RuntimeError, OSError, MemoryError) as e:
+            if _environment(e):  # out of memory, a device error, data files missing here
+                why = f"this machine: {type(e).__name__}: {e}"[:2000]
+                _give_back(c, trial_id, wid, log, head, why)
+                return ENVIRONMENT
+            reason = f"{type(e).__name__}: {e}"[:2000]  # bad settings, ...
             _finish(c, log, lambda: c.fail(trial_id, wid, reason))
             log(f"{head} -> FAIL ({reason})")
             return "FAIL"

@@ -308,7 +308,17 @@ def study_create(
     """Create a study from a specification file."""
     import yaml
 
-    spec = yaml.safe_load(file.read_text())
+    try:
+        spec = yaml.safe_load(file.read_text())
+    except OSError as e:
+        raise OptionError("file", str(file), f"cannot read it ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise OptionError("file", str(file), f"not valid YAML or JSON{at}: {problem}") from None
+    if not isinstance(spec, dict):
+        raise OptionError("file", str(file), "must hold one mapping (the study specification)")
     with _client(server, token) as c:
         _print(c.create_study(spec))
 

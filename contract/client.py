@@ -2,7 +2,8 @@
 
 Every method returns the decoded JSON. Errors raise :class:`ApiError` with the HTTP status and the
 server's ``detail`` (which names the field). Network errors are retried with exponential back-off
-up to ``retry_seconds`` (a worker survives a server restart); 4xx answers are never retried.
+up to ``retry_seconds`` (a worker survives a server restart), then raise :class:`Unreachable`;
+4xx answers are never retried. Both derive from :class:`contract.errors.IsotuneError`.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class Client:
                 r = self.http.request(method, self.base + path, **kwargs)
             except httpx.TransportError as e:
                 if time.monotonic() + delay > deadline or not self._pause(delay):
-                    raise
+                    cause = f"no answer ({type(e).__name__}: {e})"
+                    raise Unreachable(self.server, cause) from e
                 told = self._tell(f"{type(e).__name__}: {e}", deadline, told)
                 delay = min(delay * 2, 5.0)
                 continue

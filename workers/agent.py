@@ -30,8 +30,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from contract.client import ApiError, Client, Unreachable
 from contract.tasks import TaskError
 from contract.training import TrainError, resolve_settings
@@ -141,12 +139,10 @@ def run_worker(opts: WorkerOptions, log: Callable[[str], None] = print) -> dict[
                 mark = (time.perf_counter(), c.seconds, c.calls)
                 try:
                     got = c.claim(study, opts.worker_id, {"device": opts.device})
-                except httpx.TransportError as e:
+                except Unreachable:
                     if stop.event.is_set():  # Ctrl-C while the server was away
                         break
-                    raise Unreachable(
-                        c.server, f"no answer for {opts.retry_seconds:.0f} s ({e}); stopping"
-                    ) from None
+                    raise
                 if got["status"] == "done":
                     pending.remove(study)
                     log(f"worker {opts.worker_id}: study {study} is done")
@@ -267,7 +263,7 @@ def _run_trial(
         except _Lost as e:
             log(f"{head} -> no longer ours ({e})")
             return "FAIL"
-        except (ApiError, httpx.TransportError) as e:  # the server, not the training
+        except (ApiError, Unreachable) as e:  # the server, not the training
             _give_back(c, trial_id, wid, log, head, f"server trouble: {e}"[:2000])
             return "released"
         except (TrainError, ValueError, RuntimeError, OSError, MemoryError) as e:
@@ -325,7 +321,7 @@ def _finish(c: Client, log: Callable[[str], None], request: Callable[[], Any]) -
     the lease then expires and the trial is retried elsewhere."""
     try:
         request()
-    except (ApiError, httpx.TransportError) as e:
+    except (ApiError, Unreachable) as e:
         log(f"could not record the outcome ({e}); the lease will expire and the trial retried")
 
 

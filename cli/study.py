@@ -382,6 +382,26 @@ def study_show(
         _print(c.study(name))
 
 
+@study_app.command("archive")
+def study_archive(
+    name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None
+) -> None:
+    """Stop handing out trials of a study (its trials stay); an admin token."""
+    with _client(server, token) as c:
+        s = c.archive_study(name)
+    typer.echo(f"study {s['name']} is {s['state']}")
+
+
+@study_app.command("delete")
+def study_delete(
+    name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None
+) -> None:
+    """Delete a study with its trials and leases (also one orphaned by optuna-dashboard)."""
+    with _client(server, token) as c:
+        c.delete_study(name)
+    typer.echo(f"deleted study {name}")
+
+
 @study_app.command("best")
 def study_best(
     name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None

@@ -176,6 +176,12 @@ class Client:
     def study(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/studies/{name}")
 
+    def archive_study(self, name: str) -> dict[str, Any]:
+        return self.request("POST", f"/studies/{name}/archive")
+
+    def delete_study(self, name: str) -> None:
+        self.request("DELETE", f"/studies/{name}")
+
     def export_study(self, name: str) -> dict[str, Any]:
         """The study's specification and every trial (the body :meth:`import_study` takes)."""
         return self.request("GET", f"/studies/{name}/export")

@@ -16,11 +16,11 @@ from optuna.distributions import BaseDistribution
 
 from contract.wire import TrialAssignment
 from service.models import Lease
-from service.optuna_compat import SkipWaitingStudy
+from service.optuna_compat import SkipWaitingStudy, study_id
 from service.prior import Prior
 from service.schemas import StudyCreate
 from service.search import make_pruner, make_sampler, study_prior, to_distribution
-from service.store import Store, aware
+from service.store import Store, aware, orphaned
 
 __all__ = ["CachedStudy", "StudyCache"]
 
@@ -88,17 +88,23 @@ class StudyCache:
         if got is not None and got.optuna_id == optuna_id:
             return got
         spec, rec = self.store.spec(name)
+        try:
+            study = SkipWaitingStudy(
+                study_name=name,
+                storage=self.store.storage,
+                sampler=make_sampler(spec),
+                pruner=make_pruner(spec),
+            )
+        except KeyError:  # no Optuna study of that name any more
+            raise orphaned(name) from None
+        if study_id(study) != rec.optuna_study_id:  # the name now belongs to another study
+            raise orphaned(name)
         got = CachedStudy(
             name=name,
             optuna_id=rec.optuna_study_id,
             spec=spec,
             distributions={k: to_distribution(d) for k, d in spec.space.items()},
-            study=SkipWaitingStudy(
-                study_name=name,
-                storage=self.store.storage,
-                sampler=make_sampler(spec),
-                pruner=make_pruner(spec),
-            ),
+            study=study,
             _prior=prior,
         )
         self._studies[name] = got

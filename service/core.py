@@ -3,7 +3,8 @@
 - :mod:`service.store`: isotune's tables, Optuna's storage, the study locks;
 - :mod:`service.cache`: what a process keeps of each study (its prior built lazily);
 - :mod:`service.studies`: studies and their trials (create, list, archive, delete, export, import);
-- :mod:`service.leases`: claims, leases, heartbeats, reports, completions and the reaper;
+- :mod:`service.leases`: claims, leases, heartbeats, reports, completions (every lease statement);
+- :mod:`service.reaper`: the reaper's passes (expired leases, trials no lease covers);
 - :mod:`service.search`: samplers, pruners and the study's mean-field prior.
 
 ``service.api`` builds one :class:`Service` per app and maps its errors to HTTP codes.
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.cache import StudyCache
 from service.leases import Leases
+from service.reaper import Reaper
 from service.store import Store
 from service.studies import Studies
 
@@ -25,13 +27,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class Service:
-    """One database's studies and leases: ``studies`` and ``leases`` share a store and a cache."""
+    """One database's studies, leases and reaper, sharing a store and a cache."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.cache = StudyCache(store)
         self.leases = Leases(store, self.cache)
         self.studies = Studies(store, self.cache, self.leases)
+        self.reaper = Reaper(self.leases)
 
     @property
     def sessions(self) -> sessionmaker[Session]:

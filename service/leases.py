@@ -1,12 +1,12 @@
-"""Claims, leases, heartbeats, reports, completions and the reaper: every lease statement here.
+"""Claims, leases, heartbeats, reports, completions, expiry: every lease statement is here.
 
 A :class:`~service.models.Lease` ties each trial handed out to the worker that claimed it until
 ``expires_at``. Claims of one study are serialized (a PostgreSQL advisory lock held for the
 claim's transaction, so several server processes can share one database; an in-process lock on
 SQLite, which only one server process may use), which is what keeps two workers from ever
 receiving the same trial. An expired lease fails its trial and re-enqueues the same parameters,
-at most ``retries`` times; :meth:`Leases.reap_all` runs at every claim and periodically in the
-server, so no trial stays RUNNING after its worker died.
+at most ``retries`` times (:meth:`Leases.reap_expired`): at every claim of the study, and in the
+reaper's passes (``service.reaper``), so no trial stays RUNNING after its worker died.
 
 Which steps need the study lock: a claim (the budget check, the sampler's proposal and the
 lease must be one step), and every path that re-enqueues a failed trial's parameters (so that
@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from contract.wire import (
     ClaimResponse,
@@ -44,7 +44,7 @@ from service.optuna_compat import trial_id as trial_id_of
 from service.prior import PriorSampler
 from service.search import make_sampler
 from service.states import LeaseState, StudyState
-from service.store import Store, aware, now
+from service.store import Store, aware, now, orphaned
 from service.workerlog import MAX_HELD, WorkerLog
 
 __all__ = ["ATTEMPT_ATTR", "FINISHED", "THEORY_ATTR", "WORKER_ATTR", "Leases"]
@@ -88,10 +88,9 @@ class Leases:
         for trial_id in [k for k, v in self._held.items() if v.study_name == study_name]:
             self._held.pop(trial_id, None)
 
-    def reap_all(self) -> int:
-        """One pass of the reaper: every study with expired leases, and every RUNNING trial of
-        an active study that no lease covers (a claim cut off between Optuna's ask and its
-        lease, e.g. by a database restart). Returns how many trials it failed."""
+    def reap_candidates(self) -> tuple[set[str], list[tuple[str, int]]]:
+        """What the reaper (``service.reaper``) looks at: the studies with expired leases, and
+        every active study with its Optuna id."""
         with self.store.sessions() as session:
             names = set(
                 session.scalars(
@@ -100,55 +99,19 @@ class Leases:
                     )
                 )
             )
-            active = list(
-                session.execute(
-                    select(StudyRecord.name, StudyRecord.optuna_study_id).where(
-                        StudyRecord.state == "active"
-                    )
+            active = session.execute(
+                select(StudyRecord.name, StudyRecord.optuna_study_id).where(
+                    StudyRecord.state == StudyState.ACTIVE
                 )
             )
-        total = 0
-        for name in names:
-            try:
-                with self.store.study_lock(name):
-                    total += self._reap(name)
-            except Exception:  # one study's trouble must not stop the others' reaping
-                log.exception("reaping expired leases of study %r failed", name)
-        for name, optuna_id in active:
-            try:
-                total += self._reap_orphans(name, optuna_id)
-            except Exception:
-                log.exception("reaping unleased trials of study %r failed", name)
-        return total
+            return names, [(n, i) for n, i in active]
 
-    def _reap_orphans(self, name: str, optuna_id: int) -> int:
-        info = self.cache.get(name, optuna_id)
-        # Optuna stamps datetime_start in naive local time
-        cutoff = datetime.now() - timedelta(seconds=info.spec.lease_seconds)
-        running = self.store.rdb.get_all_trials(
-            optuna_id, deepcopy=False, states=(TrialState.RUNNING,)
-        )
-        old = [trial_id_of(t) for t in running if t.datetime_start and t.datetime_start < cutoff]
-        if not old:
-            return 0
-        with self.store.study_lock(name):  # no claim is between its ask and its lease meanwhile
-            with self.store.sessions() as session:
-                leased = set(session.scalars(select(Lease.trial_id).where(Lease.trial_id.in_(old))))
-            failed = 0
-            for trial_id in old:
-                if trial_id in leased:
-                    continue
-                try:
-                    self.store.storage.set_trial_user_attr(
-                        trial_id, "isotune_fail", "claimed but never handed out"
-                    )
-                    self.store.storage.set_trial_state_values(trial_id, TrialState.FAIL)
-                    failed += 1
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    pass
-        return failed
+    def leased_among(self, trial_ids: list[int]) -> set[int]:
+        """Which of ``trial_ids`` a lease covers."""
+        with self.store.sessions() as session:
+            return set(session.scalars(select(Lease.trial_id).where(Lease.trial_id.in_(trial_ids))))
 
-    def _reap(self, name: str) -> int:
+    def reap_expired(self, name: str) -> int:
         """Fail the trials of expired leases of a study (caller holds its lock) and re-enqueue
         their parameters within the retry budget. Returns how many leases expired."""
         with self.store.sessions() as session:
@@ -187,7 +150,10 @@ class Leases:
             if lease.trial_id not in taken:
                 continue
             self._held.pop(lease.trial_id, None)
-            trial = self.store.storage.get_trial(lease.trial_id)
+            try:
+                trial = self.store.storage.get_trial(lease.trial_id)
+            except KeyError:  # its Optuna study was deleted: nothing left to fail
+                continue
             if trial.state != TrialState.RUNNING:
                 continue
             try:
@@ -216,7 +182,16 @@ class Leases:
     def claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
         """A trial for ``worker_id``: its own active one, a re-enqueued one, or a new proposal;
         ``wait`` when the budget is out but trials still run, ``done`` when the study is over."""
-        answer = self._claim(name, worker_id, capabilities)
+        try:
+            answer = self._claim(name, worker_id, capabilities)
+        except KeyError:  # Optuna lost a record: the study deleted in optuna-dashboard?
+            rec = self.store.record(name)
+            try:
+                self.store.rdb.get_study_name_from_id(rec.optuna_study_id)
+            except KeyError:
+                self.cache.drop(name)
+                raise orphaned(name) from None
+            raise
         metrics.CLAIMS.labels(name, answer.status).inc()
         return answer
 
@@ -254,7 +229,7 @@ class Leases:
                 return ClaimResponse(status="done")
             info = self.cache.get(name, optuna_id)
             if expired is not None:
-                self._reap(name)
+                self.reap_expired(name)
                 with self.store.sessions() as session:
                     mine = session.scalar(mine_q)
                     waiting = session.scalar(
@@ -306,6 +281,9 @@ class Leases:
             )
             with self.store.sessions.begin() as session:
                 self.workers.saw(session, worker_id, capabilities, t0)
+                if self.store.sqlite:  # SQLite reuses the ids of a study deleted in Optuna
+                    stale = (Lease.trial_id == lease.trial_id) & (Lease.study_name != name)
+                    session.execute(delete(Lease).where(stale))
                 session.add(lease)
                 if retried:
                     session.execute(

@@ -14,6 +14,9 @@ class StudyState(StrEnum):
     ACTIVE = "active"
     ARCHIVED = "archived"
     IMPORTING = "importing"
+    #: shown, never stored: isotune's record of a study whose Optuna study is gone (deleted or
+    #: renamed, e.g. in optuna-dashboard); claims are refused (409) and DELETE removes it
+    ORPHANED = "orphaned"
 
 
 class LeaseState(StrEnum):

@@ -18,11 +18,22 @@ import optuna
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import NotFound
+from service.errors import Conflict, NotFound
 from service.models import StudyRecord
 from service.schemas import StudyCreate
 
-__all__ = ["Store", "aware", "now"]
+__all__ = ["ORPHANED", "Store", "aware", "now", "orphaned"]
+
+
+#: Why an orphaned study (its Optuna study deleted or renamed, e.g. in optuna-dashboard) refuses.
+ORPHANED = (
+    "its Optuna study is gone (deleted or renamed, e.g. in optuna-dashboard); "
+    "DELETE /api/v1/studies/{name} (isotune study delete) removes what isotune kept of it"
+)
+
+
+def orphaned(name: str) -> Conflict:
+    return Conflict("study", name, ORPHANED.format(name=name))
 
 
 def now() -> datetime:
@@ -91,6 +102,13 @@ class Store:
     def spec(self, name: str) -> tuple[StudyCreate, StudyRecord]:
         rec = self.record(name)
         return StudyCreate.model_validate(rec.spec), rec
+
+    def trials(self, rec: StudyRecord) -> list[optuna.trial.FrozenTrial]:
+        """Every trial of the study of ``rec``; :class:`Conflict` if its Optuna study is gone."""
+        try:
+            return self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        except KeyError:
+            raise orphaned(rec.name) from None
 
     def trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         try:

@@ -8,6 +8,7 @@ study without its row.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import Counter
@@ -86,9 +87,14 @@ class Studies:
         return [self.get_study(n) for n in names]
 
     def get_study(self, name: str) -> dict[str, Any]:
+        """The study with its trials' counts; one whose Optuna study is gone (deleted or renamed
+        in optuna-dashboard) shows as ``orphaned`` with no trials, and can be deleted."""
         spec_model, rec = self.store.spec(name)
-        spec = rec.spec
-        trials = self.store.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        spec, state = rec.spec, rec.state
+        try:
+            trials = self.store.trials(rec)
+        except Conflict:
+            trials, state = [], StudyState.ORPHANED
         counts = Counter(t.state.name for t in trials)
         best = None
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -98,7 +104,7 @@ class Studies:
             best = {"number": b.number, "value": b.value, "params": b.params}
         return {
             "name": name,
-            "state": rec.state,
+            "state": state,
             "spec": spec,
             "counts": {s.name: counts.get(s.name, 0) for s in TrialState},
             "n_trials": len(trials),
@@ -114,9 +120,12 @@ class Studies:
         return self.get_study(name)
 
     def delete_study(self, name: str) -> None:
+        """Delete the study, its trials and its leases. An orphaned study (its Optuna study
+        gone) loses what isotune kept of it; an Optuna study that took its name is not touched."""
         with self.store.study_lock(name):
-            self.store.record(name)
-            optuna.delete_study(study_name=name, storage=self.store.storage)
+            rec = self.store.record(name)
+            with contextlib.suppress(KeyError):  # already gone (deleted in optuna-dashboard)
+                self.store.storage.delete_study(rec.optuna_study_id)
             with self.store.sessions.begin() as session:
                 session.execute(delete(Lease).where(Lease.study_name == name))
                 session.execute(delete(StudyRecord).where(StudyRecord.name == name))
@@ -126,7 +135,7 @@ class Studies:
     def export_study(self, name: str) -> dict[str, Any]:
         """The study's specification and every trial, as JSON (:class:`StudyExport`)."""
         _, rec = self.store.spec(name)
-        trials = self.store.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        trials = self.store.trials(rec)
         return {
             "format": EXPORT_FORMAT,
             "name": name,
@@ -200,7 +209,7 @@ class Studies:
 
     def list_trials(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         rec = self.store.record(name)
-        trials = self.store.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
+        trials = self.store.trials(rec)
         page = trials[offset : offset + limit]
         return {"total": len(trials), "offset": offset, "trials": [trial_info(t) for t in page]}
 
@@ -210,7 +219,7 @@ class Studies:
         info = self.cache.get(name, rec.optuna_study_id)
         if info.prior is None:
             raise NotFound("prior map", f"{name} (no initialization hyperparameter to map)")
-        trials = [trial_info(t) for t in self.store.storage.get_all_trials(rec.optuna_study_id)]
+        trials = [trial_info(t) for t in self.store.trials(rec)]
         spec = info.spec
         trained = -math.inf  # minimized: every completed trial counts
         if spec.direction == "maximize":

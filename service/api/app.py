@@ -66,7 +66,7 @@ def build_app(settings: Settings) -> FastAPI:
             while True:
                 await asyncio.sleep(settings.reap_interval)
                 try:
-                    await asyncio.to_thread(service.leases.reap_all)
+                    await asyncio.to_thread(service.reaper.reap_all)
                 except Exception:  # keep reaping; the next claim reaps as well
                     log.exception("reaper pass failed")
 

@@ -1,0 +1,123 @@
+"""What a careless user does on the first day, through real processes: every mistake ends in
+``error: field=value: reason`` lines and exit 2, never a traceback, and burns no budget.
+
+- a study deleted in optuna-dashboard (the Optuna study gone under isotune's record);
+- the CLI against a server that refuses (401, 404, 422) or does not answer, a spec file that is
+  missing or not YAML;
+- a worker pointed at a wrong URL, or asked for a device the machine lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from contract.client import Client
+from tests.support import specs
+from tests.support.cli import isotune
+from tests.support.servers import REAP_INTERVAL, serve
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_a_study_deleted_in_the_dashboard_leaves_the_others_usable(db_url: str) -> None:
+    """What optuna-dashboard's delete does (``optuna.delete_study``) under a running server: the
+    other studies list and work, the orphan shows as such and refuses claims (409), an admin
+    deletes it, and the reaper says so once instead of a traceback every pass."""
+    with serve(db_url) as server, Client(server.base, retry_seconds=5) as c:
+        for name in ("gone", "kept"):
+            c.create_study(specs.api(name=name, lease_seconds=0.5))
+        c.claim("gone", "w1")  # a lease the reaper will find expired
+        storage = optuna.storages.RDBStorage(db_url)  # as optuna-dashboard deletes a study
+        try:
+            optuna.delete_study(study_name="gone", storage=storage)
+        finally:
+            storage.engine.dispose()
+        time.sleep(4 * REAP_INTERVAL + 0.5)  # several reaper passes over the orphan
+        got = {s["name"]: s["state"] for s in c.studies()}
+        assert got == {"gone": "orphaned", "kept": "active"}
+        listed = isotune("study", "list", "--server", server.base)
+        assert listed.returncode == 0 and "gone" in listed.stdout, listed.stderr
+        refused = isotune("study", "show", "gone", "--server", server.base)
+        no_traceback(refused.stderr)
+        claimed = c.http.post(f"{c.base}/studies/gone/claim", json={"worker_id": "w2"})
+        assert claimed.status_code == 409 and claimed.json()["field"] == "study", claimed.text
+        assert c.claim("kept", "w2")["status"] == "assigned"
+        deleted = isotune("study", "delete", "gone", "--server", server.base)
+        assert deleted.returncode == 0, deleted.stderr
+        assert [s["name"] for s in c.studies()] == ["kept"]
+        log = server.output()
+    no_traceback(log)
+    assert log.count("skipped by the reaper") <= 1, log[-2000:]
+
+
+def test_cli_mistakes_end_in_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    made = isotune("token", "create", "--role", "reader", "--name", "r", "--database-url", url)
+    reader = made.stdout.strip()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(specs.api(training={"hiden": 64}, name="typo")))
+    with serve(url, auth=True) as server:
+        base = ["--server", server.base]
+        cases = {
+            "no token": (["study", "list", *base], "authorization"),
+            "reader creates": (
+                ["study", "create", "-f", str(spec), *base, "--token", reader], "authorization"),
+            "unknown study": (["study", "show", "nope", *base, "--token", reader], "study='nope'"),
+            "missing file": (["study", "create", "-f", str(tmp_path / "no.yaml"), *base], "file="),
+            "broken yaml": (["study", "create", "-f", str(bad), *base], "file="),
+            "no server": (["study", "list", "--server", "http://127.0.0.1:9"], "server="),
+        }  # fmt: skip
+        for what, (args, named) in cases.items():
+            r = isotune(*args)
+            assert r.returncode == 2, (what, r.stdout, r.stderr)
+            no_traceback(r.stderr)
+            assert r.stderr.startswith("error: ") and named in r.stderr, (what, r.stderr)
+
+
+def test_a_typo_in_training_is_a_422_naming_it_from_the_cli(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(specs.api(training={"hiden": 64}, name="typo")))
+    with serve(url) as server:
+        r = isotune("study", "create", "-f", str(spec), "--server", server.base)
+        assert r.returncode == 2 and "training.hiden=64: not a training setting" in r.stderr
+        no_traceback(r.stderr)
+        with Client(server.base) as c:
+            assert c.studies() == []  # nothing stored
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--server", "http://127.0.0.1:9"], "server=http://127.0.0.1:9: cannot connect"),
+        (["--server", "http://127.0.0.1:9", "--device", "cuda"], "device=cuda: CUDA is not"),
+    ],
+)
+def test_a_worker_that_cannot_work_says_why_in_seconds(args: list[str], named: str) -> None:
+    """A wrong URL or a missing device: exit 2 before any claim, within seconds (the worker's
+    retries are for a server that answered before)."""
+    t0 = time.monotonic()
+    r = isotune("worker", "--study", "s", "--retry-seconds", "600", *args, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {named}"), r.stderr
+    no_traceback(r.stderr)
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_worker_accepts_the_url_the_server_prints(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    with serve(url) as server, Client(server.base) as c:
+        c.create_study(specs.api(budget=1))
+        r = isotune("worker", "--server", server.base + "/api/v1", "--study", "s1",
+                    "--device", "cpu", "--threads", "1", "--max-trials", "1",
+                    timeout=240)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert c.study("s1")["n_trials"] == 1

@@ -105,7 +105,8 @@ class Store:
 
     def trials(self, rec: StudyRecord) -> list[optuna.trial.FrozenTrial]:
         """Every trial of the study of ``rec``; :class:`Conflict` if its Optuna study is gone."""
-        try:
+        try:  # the cache may still answer for a study deleted under it: ask the database
+            self.rdb.get_study_name_from_id(rec.optuna_study_id)
             return self.storage.get_all_trials(rec.optuna_study_id, deepcopy=False)
         except KeyError:
             raise orphaned(rec.name) from None

@@ -18,7 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from cli.demo import demo_cmd
-from cli.study import dashboard_cmd, db_app, serve_cmd, study_app, token_app
+from cli.server import dashboard_cmd, db_app, serve_cmd, token_app
+from cli.study import study_app
 from cli.theory import theory_app
 from cli.train import train_cmd
 from cli.trainmap import trainmap_cmd

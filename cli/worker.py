@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.study import ServerOpt, TokenOpt
+from cli.options import ServerOpt, TokenOpt
 
 __all__ = ["worker_cmd"]
 

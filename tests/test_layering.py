@@ -94,7 +94,7 @@ def test_the_error_base_imports_only_the_standard_library() -> None:
 
 
 def test_every_package_error_derives_from_the_one_base() -> None:
-    from cli.study import OptionError
+    from cli.options import OptionError
     from contract.errors import IsotuneError
     from contract.tasks import TaskError
     from contract.training import TrainError

@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+# The tests run in pytest-xdist worker processes, handed one test at a time (tests/conftest.py
+# orders the longest first). `make test` uses more workers than the 2 cores it was sized on: many
+# of its tests wait on the servers, workers and scripts they start; `make check` computes, one
+# worker a core. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 4
+CHECK_WORKERS ?= auto
+XDIST := --dist load --maxschedchunk 1
+
+.PHONY: demo test check lint clean
 
 # CPU install path: torch is pinned to its CPU build by constraints/cpu.txt (no CUDA download).
 $(STAMP): pyproject.toml constraints/cpu.txt
@@ -17,11 +25,18 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 demo: $(STAMP)
 	$(BIN)/isotune demo
 
-# The test command (.ci/run calls exactly this).
+# The test command (.ci/run calls exactly this): every check, every test.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(XDIST)
+
+# The inner loop (about a minute): the same lint, and the tests not marked slow (no server,
+# worker or benchmark process, no simulation that takes seconds).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q -n $(CHECK_WORKERS) $(XDIST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

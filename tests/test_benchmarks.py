@@ -7,31 +7,13 @@ Each runs here at a toy size (the published reports come from the default sizes,
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.cli import run_script
 
-
-def run_script(args: list[str], log: Path, timeout: float) -> int:
-    """Run ``python ARGS`` in its own process group, output to ``log``; on timeout kill the whole
-    group (the script's servers, workers and client processes with it) and fail."""
-    with log.open("w") as f:
-        proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"{args[0]} ran over {timeout} s:\n{log.read_text()[-3000:]}")
+pytestmark = pytest.mark.slow
 
 
 def bench(script: str, out: Path, *args: str, timeout: float = 300) -> None:

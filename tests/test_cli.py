@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.support.cli import isotune
 
-ROOT = Path(__file__).resolve().parents[1]
 LSTM = ["--cell", "lstm", "--set", "sigma=1", "--set", "nu=1", "--set", "mu=0", "--set", "mu_f=2"]
 FLOAT_KEYS = ("q_star", "c_star", "chi_c", "xi_c", "chi_q", "xi_q", "m1", "m2")
 
@@ -187,11 +184,8 @@ def test_report_covers_every_cell_and_writes_the_map(tmp_path: Path) -> None:
 
 def test_console_entry_prints_json_without_matplotlib() -> None:
     """The real entry point, in a fresh interpreter; -X importtime lists every import on stderr."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-X", "importtime", "-m", "cli.main", "theory", "fixed-point", *LSTM]
-    proc = subprocess.run(
-        [*cmd, "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    args = ["theory", "fixed-point", *LSTM, "--json"]
+    proc = isotune(*args, python_flags=["-X", "importtime"], timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     d = json.loads(proc.stdout)
     assert d["cell"] == "lstm" and math.isfinite(d["xi_c"])

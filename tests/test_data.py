@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
-from test_service import V1, claim, create
 
 from service.api import create_app
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.api import V1, claim, create
+from tests.support.cli import isotune
+from tests.support.servers import serve
 
 
 def populate(client: TestClient) -> None:
@@ -120,6 +120,7 @@ def test_import_refuses_bad_exports_and_leaves_nothing(client: TestClient) -> No
     refused(bad_step, 422, "intermediate_values", name="n7")
 
 
+@pytest.mark.slow
 def test_pg_dump_and_restore_keep_every_trial(pg_server, tmp_path: Path) -> None:
     source = pg_server.url_for(pg_server.create_database())
     with TestClient(create_app(source, auth=False)) as c:
@@ -145,15 +146,8 @@ def test_pg_dump_and_restore_keep_every_trial(pg_server, tmp_path: Path) -> None
     assert after["spec"] == before["spec"] and after["trials"] == before["trials"]
 
 
-def isotune(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True
-    )
-
-
+@pytest.mark.slow
 def test_sqlite_backup_and_cli_export_import(tmp_path: Path) -> None:
-    from test_server import server
-
     db = tmp_path / "live.db"
     url = f"sqlite:///{db}"
     with TestClient(create_app(url, auth=False)) as c:
@@ -166,7 +160,8 @@ def test_sqlite_backup_and_cli_export_import(tmp_path: Path) -> None:
     assert again.returncode == 2 and "to=" in again.stderr
     pg = isotune("db", "backup", "--database-url", "postgresql+psycopg://u:secret@h/d", "--to", "x")
     assert pg.returncode == 2 and "pg_dump" in pg.stderr and "secret" not in pg.stderr
-    with server(f"sqlite:///{backup}") as base:
+    with serve(f"sqlite:///{backup}") as srv:
+        base = srv.base
         out = tmp_path / "s1.json"
         exported = isotune("study", "export", "s1", "--out", str(out), "--server", base)
         assert exported.returncode == 0, exported.stderr

@@ -13,11 +13,11 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
-from pg import PostgresCluster
 
 from service import db
 from service.db import DatabaseError
 from service.models import Lease, StudyRecord
+from tests.support.pg import PostgresCluster
 
 SECRET = "s3cret-pw"
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.postgresql)

@@ -3,71 +3,20 @@ on SQLite and on PostgreSQL. Every process is stopped by its process id."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
 
 import numpy as np
-from test_server import ROOT, server
+import pytest
 
+from contract.client import Client
 from meanfield import Config, Inputs, memory_check
-from service.client import Client
 from service.prior import MEASURED_C
+from tests.support.servers import serve, wait_for, worker
+from tests.support.specs import TRAINING
+from tests.support.specs import trained as study
 
-TRAINING = {"hidden": 16, "batch_size": 16, "steps": 200, "eval_every": 20, "eval_size": 64}
-
-
-def study(name: str, **changes: object) -> dict:
-    return {
-        "name": name,
-        "cell": "lstm",
-        "task": {"name": "padded_digits", "T": 20, "options": {"padding": "noise"}},
-        "space": {
-            "mu_f": {"type": "float", "low": -3.0, "high": 6.0},
-            "lr": {"type": "float", "low": 3e-3, "high": 1e-2, "log": True},
-        },
-        "sampler": "tpe",
-        "pruner": "none",
-        "budget": 4,
-        "seed": 0,
-        "lease_seconds": 3,
-        "retries": 2,
-        "training": TRAINING,
-        "prior": {"mode": "restrict"},
-        **changes,
-    }
-
-
-@contextlib.contextmanager
-def worker(
-    base: str, worker_id: str, *studies: str, retry: float = 20
-) -> Iterator[subprocess.Popen[str]]:
-    """An ``isotune worker`` process; its output goes to a file, returned in ``proc.log``.
-    ``retry``: how long it retries an unreachable or failing server."""
-    args = [sys.executable, "-m", "cli.main", "worker", "--server", base, "--worker-id", worker_id,
-            "--threads", "1", "--device", "cpu", "--retry-seconds", str(retry)]  # fmt: skip
-    for s in studies:
-        args += ["--study", s]
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-    proc.log = log  # type: ignore[attr-defined]
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-
-
-def output(proc: subprocess.Popen[str]) -> str:
-    proc.log.seek(0)  # type: ignore[attr-defined]
-    return proc.log.read()  # type: ignore[attr-defined]
+pytestmark = pytest.mark.slow
 
 
 def running_of(c: Client, name: str, worker_id: str) -> list[dict]:
@@ -78,15 +27,11 @@ def running_of(c: Client, name: str, worker_id: str) -> list[dict]:
     ]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def test_two_workers_run_restricted_and_pruned_studies_and_survive_a_kill(db_url: str) -> None:
-    with server(db_url) as base, Client(base, retry_seconds=10) as c:
+def test_two_workers_run_restricted_and_pruned_studies_and_survive_a_kill(
+    migrated_db_url: str,
+) -> None:
+    with serve(migrated_db_url) as srv, Client(srv.base, retry_seconds=10) as c:
+        base = srv.base
         c.create_study(study("restricted", training={**TRAINING, "steps": 600}))
         # every trial of this one is pruned at its first report after 40 steps
         c.create_study(
@@ -101,8 +46,8 @@ def test_two_workers_run_restricted_and_pruned_studies_and_survive_a_kill(db_url
             [held] = running_of(c, "restricted", "doomed")
             os.kill(doomed.pid, signal.SIGKILL)  # mid-trial: no report, no fail, no heartbeat
             doomed.wait(timeout=10)
-            assert survivor.wait(timeout=300) == 0, output(survivor)
-            log = output(survivor)
+            assert survivor.wait(timeout=300) == 0, survivor.output()
+            log = survivor.output()
         trials = c.trials("restricted")["trials"]
         pruned = c.trials("pruned")["trials"]
 
@@ -133,14 +78,15 @@ def test_two_workers_run_restricted_and_pruned_studies_and_survive_a_kill(db_url
 
 def test_sigterm_gives_the_trial_back_and_exits(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'e2e.db'}"
-    with server(url) as base, Client(base, retry_seconds=10) as c:
+    with serve(url) as srv, Client(srv.base, retry_seconds=10) as c:
+        base = srv.base
         c.create_study(study("long", budget=1, training={**TRAINING, "steps": 5000}))
         with worker(base, "w", "long") as w:
             wait_for(lambda: running_of(c, "long", "w"), 120, "the worker's trial")
             wait_for(lambda: c.trials("long")["trials"][0]["intermediate_values"], 60, "a report")
             os.kill(w.pid, signal.SIGTERM)
-            assert w.wait(timeout=60) == 0, output(w)
-            log = output(w)
+            assert w.wait(timeout=60) == 0, w.output()
+            log = w.output()
         trials = c.trials("long")["trials"]
     assert "given back for a retry" in log
     first = trials[0]

@@ -10,9 +10,6 @@ flags test_cli.py leaves out.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +28,8 @@ from meanfield import (
     memory_time_scale,
     trajectory,
 )
+from tests.support.cli import isotune
 
-ROOT = Path(__file__).resolve().parents[1]
 NAN, INF = float("nan"), float("inf")
 
 
@@ -219,12 +216,6 @@ def test_trajectory_rejects_unknown_start() -> None:
 # --- CLI -------------------------------------------------------------------------------------
 
 
-def console_script() -> list[str]:
-    """The installed ``isotune`` entry point next to this interpreter (else ``-m cli.main``)."""
-    script = Path(sys.executable).with_name("isotune")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
-
-
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -237,15 +228,7 @@ def console_script() -> list[str]:
 def test_cli_process_bad_input(args: list[str], expected: str) -> None:
     """The real console script: exit code 2, nothing on stdout, one line `error: field=value: …`
     on stderr, no traceback."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [*console_script(), "theory", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = isotune("theory", *args, script=True, timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()

@@ -11,50 +11,25 @@ import contextlib
 import random
 import re
 import socket
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-from pg import postgres_cluster
-from test_e2e import TRAINING, output, wait_for, worker
+import pytest
 
-from cli.procs import free_port, stop, wait_healthy
-from service.client import Client
+from contract.client import Client
+from tests.support import specs
+from tests.support.pg import postgres_cluster
+from tests.support.ports import free_port
+from tests.support.servers import serve, wait_for, worker
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 BUDGET = 6
 
 
-def spec(name: str) -> dict:
-    return {
-        "name": name,
-        "cell": "lstm",
-        "task": {"name": "padded_digits", "T": 20, "options": {"padding": "noise"}},
-        "space": {"mu_f": {"type": "float", "low": 2.0, "high": 5.0},
-                  "lr": {"type": "float", "low": 3e-3, "high": 1e-2, "log": True}},
-        "sampler": "random",
-        "pruner": "none",
-        "budget": BUDGET,
-        "seed": 0,
-        "lease_seconds": 30,
-        "training": {**TRAINING, "steps": 300, "eval_every": 30},
-    }  # fmt: skip
-
-
-@contextlib.contextmanager
-def serving(db_url: str, port: int, log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("a") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--database-url",
-             db_url, "--no-auth"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        yield proc
-    finally:
-        stop(proc, timeout=20)
+def spec(name: str, lease_seconds: float = 30) -> dict:
+    """Ten reports a trial (the proxy test needs the traffic); the lease outlives an outage (a
+    server restart on a loaded machine: 30 s)."""
+    return specs.faults(name, BUDGET, lease_seconds=lease_seconds, steps=150, eval_every=15)
 
 
 def completed_lines(*logs: str) -> list[str]:
@@ -81,14 +56,14 @@ def check_study(c: Client, name: str, logs: list[str], orphans_allowed: bool = F
     assert len(done) == states.count("COMPLETE") == BUDGET
 
 
-def test_server_killed_and_restarted_mid_study(db_url: str, tmp_path: Path) -> None:
+def test_server_killed_and_restarted_mid_study(migrated_db_url: str, tmp_path: Path) -> None:
     """SIGKILL the server while two workers train; start it again on the same port and database.
     The workers retry their calls, keep their trials (the lease outlives the outage) and finish."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     with contextlib.ExitStack() as stack:
-        first = stack.enter_context(serving(db_url, port, log))
+        first = stack.enter_context(serve(migrated_db_url, port=port, log=log))
         c = stack.enter_context(Client(base, retry_seconds=60))
         c.create_study(spec("restart"))
         # retries outlast a restart on a loaded machine (each trial's lease: 30 s)
@@ -101,17 +76,16 @@ def test_server_killed_and_restarted_mid_study(db_url: str, tmp_path: Path) -> N
 
         wait_for(progress, 180, "a completed trial while others run")
         first.kill()  # SIGKILL: no shutdown, requests in flight are cut
-        first.wait(timeout=10)
-        with serving(db_url, port, log):
-            assert a.wait(timeout=240) == 0, output(a)
-            assert b.wait(timeout=60) == 0, output(b)
+        with serve(migrated_db_url, port=port, log=log):
+            assert a.wait(timeout=240) == 0, a.output()
+            assert b.wait(timeout=60) == 0, b.output()
             # a claim cut by the kill between Optuna's ask and its lease leaves an orphan, reaped
             # as "claimed but never handed out" (no worker held it); every other trial completes
             wait_for(
                 lambda: "RUNNING" not in [t["state"] for t in c.trials("restart")["trials"]],
-                60, "no trial left RUNNING",
+                60, "no trial left RUNNING", interval=0.5,
             )  # fmt: skip
-            check_study(c, "restart", [output(a), output(b)], orphans_allowed=True)
+            check_study(c, "restart", [a.output(), b.output()], orphans_allowed=True)
 
 
 def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
@@ -119,13 +93,13 @@ def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
     not restarted: it answers 5xx meanwhile (the workers retry) and recovers by itself."""
     with postgres_cluster() as cluster:
         url = cluster.url_for(cluster.create_database())
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
         with (
-            serving(url, port, tmp_path / "server.log") as server,
-            Client(base, retry_seconds=60) as c,
+            serve(url, log=tmp_path / "server.log") as server,
+            Client(server.base, retry_seconds=60) as c,
         ):
-            c.create_study(spec("pgdown"))
+            base = server.base
+            # PostgreSQL is back within seconds; an orphan is reaped once older than the lease
+            c.create_study(spec("pgdown", lease_seconds=12))
             with (
                 worker(base, "a", "pgdown", retry=25) as a,
                 worker(base, "b", "pgdown", retry=25) as b,
@@ -135,14 +109,14 @@ def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
                     180, "a completed trial",
                 )  # fmt: skip
                 cluster.restart(down_seconds=2.0)
-                assert a.wait(timeout=240) == 0, output(a)
-                assert b.wait(timeout=60) == 0, output(b)
-                logs = [output(a), output(b)]
+                assert a.wait(timeout=240) == 0, a.output()
+                assert b.wait(timeout=60) == 0, b.output()
+                logs = [a.output(), b.output()]
             assert server.poll() is None, "the server died"
             # orphans are reaped once older than the lease
             wait_for(
                 lambda: "RUNNING" not in [t["state"] for t in c.trials("pgdown")["trials"]],
-                60, "no trial left RUNNING",
+                60, "no trial left RUNNING", interval=0.5,
             )  # fmt: skip
             check_study(c, "pgdown", logs, orphans_allowed=True)
             assert c.request("GET", "/ready")["status"] == "ready"
@@ -151,7 +125,10 @@ def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
 class CuttingProxy:
     """A TCP proxy on loopback that cuts connections at random: sometimes before the request
     reaches the server, sometimes after the server answered but before the answer is relayed
-    (the case that needs idempotent calls). ``cut`` counts the connections it cut."""
+    (the case that needs idempotent calls). ``cut`` counts the connections it cut.
+
+    A worker's first contact (``GET /api/v1/health``) and its answer pass untouched: by design it
+    is not retried (a wrong URL fails in seconds), so cutting it would only stop the worker."""
 
     def __init__(self, upstream: int, p_request: float, p_response: float, seed: int) -> None:
         self.upstream, self.p_request, self.p_response = upstream, p_request, p_response
@@ -176,17 +153,26 @@ class CuttingProxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.upstream))
-            for src, dst, p in (
-                (client, server, self.p_request),
-                (server, client, self.p_response),
+            health = threading.Event()  # the last request on this connection was the health
+            for src, dst, p, request in (
+                (client, server, self.p_request, True),
+                (server, client, self.p_response, False),
             ):
-                threading.Thread(target=self._pump, args=(src, dst, p, client, server),
+                threading.Thread(target=self._pump, args=(src, dst, p, request, health,
+                                                          client, server),
                                  daemon=True).start()  # fmt: skip
 
-    def _pump(self, src, dst, p: float, *both: socket.socket) -> None:
+    def _pump(
+        self, src, dst, p: float, request: bool, health: threading.Event, *both: socket.socket
+    ) -> None:
         try:
             while data := src.recv(65536):
-                if self._roll(p):
+                if request:
+                    spared = data.startswith(b"GET /api/v1/health ")
+                    (health.set if spared else health.clear)()
+                else:
+                    spared = health.is_set()
+                if not spared and self._roll(p):
                     break
                 dst.sendall(data)
         except OSError:
@@ -201,23 +187,22 @@ class CuttingProxy:
         self.listener.close()
 
 
-def test_cut_connections_between_workers_and_server(db_url: str, tmp_path: Path) -> None:
+def test_cut_connections_between_workers_and_server(migrated_db_url: str, tmp_path: Path) -> None:
     """Workers talk to the server through a proxy that cuts 10 % of requests and 10 % of answers.
     The client retries; claims, reports, heartbeats and outcomes are idempotent, so every trial is
     still recorded once."""
-    port = free_port()
     with (
-        serving(db_url, port, tmp_path / "server.log"),
-        Client(f"http://127.0.0.1:{port}", retry_seconds=30) as c,
+        serve(migrated_db_url, log=tmp_path / "server.log") as server,
+        Client(server.base, retry_seconds=30) as c,
     ):
         c.create_study(spec("cut"))
-        proxy = CuttingProxy(port, p_request=0.1, p_response=0.1, seed=1)
+        proxy = CuttingProxy(server.port, p_request=0.1, p_response=0.1, seed=1)
         try:
             via = f"http://127.0.0.1:{proxy.port}"
             with worker(via, "a", "cut") as a, worker(via, "b", "cut") as b:
-                assert a.wait(timeout=240) == 0, output(a)
-                assert b.wait(timeout=60) == 0, output(b)
-                logs = [output(a), output(b)]
+                assert a.wait(timeout=240) == 0, a.output()
+                assert b.wait(timeout=60) == 0, b.output()
+                logs = [a.output(), b.output()]
         finally:
             proxy.close()
         check_study(c, "cut", logs)

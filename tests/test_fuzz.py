@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_benchmarks import run_script
+import pytest
+
+from tests.support.cli import run_script
+
+pytestmark = pytest.mark.slow
 
 
-def test_schemathesis_finds_no_server_error(db_url: str, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_error(migrated_db_url: str, tmp_path: Path) -> None:
     log = tmp_path / "fuzz.log"
-    args = ["benchmarks/fuzz.py", "--database-url", db_url, "--max-examples", "200"]
+    args = ["benchmarks/fuzz.py", "--database-url", migrated_db_url, "--max-examples", "80"]
     rc = run_script([*args, "--out", str(tmp_path)], log, timeout=900)
     assert rc == 0, log.read_text()[-4000:]
     [result] = json.loads((tmp_path / "fuzz.json").read_text())["results"].values()

@@ -1,4 +1,4 @@
-"""Jacobian moments (THEORY.md §4) against explicit random matrices of width n = 1000.
+"""Jacobian moments (docs/theory.md §4) against explicit random matrices of width n = 1000.
 
 The random-matrix model is the one of §4: one step is J = D[a] + Σ_k D[b_k] U_k D[c], where the
 per-unit factors (a, b_k, c) are i.i.d. across units and drawn at the mean-field stationary state
@@ -421,6 +421,7 @@ def reference_spread(name: str, T: int) -> float:
     return non_free_spread(CHAINS[name].config, INPUTS, T)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CHAINS))
 def test_products_multiply_m1(name: str) -> None:
     """tr(PPᵀ)/n = m₁^T for every product, raw or rotated."""
@@ -428,6 +429,7 @@ def test_products_multiply_m1(name: str) -> None:
         assert ratio == pytest.approx(1.0, rel=M1_RTOL[T]), (kind, T, ratio)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CHAINS))
 def test_spread_adds_over_free_factors(name: str) -> None:
     """The engine's T (m₂/m₁² − 1) is the spread of PPᵀ when the factors are free: raw vanilla
@@ -439,6 +441,7 @@ def test_spread_adds_over_free_factors(name: str) -> None:
             assert spread == pytest.approx(free, rel=SPREAD_RTOL[T]), (k, T)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GATED)
 def test_spread_of_independent_gated_jacobians_non_free_reference(name: str) -> None:
     """Raw products of independently drawn gated Jacobians follow the non-free recursion
@@ -450,9 +453,10 @@ def test_spread_of_independent_gated_jacobians_non_free_reference(name: str) -> 
         assert spread == pytest.approx(reference, rel=SPREAD_RTOL[T]), (T, spread, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GATED)
 def test_spread_of_independent_gated_jacobians_engine(name: str) -> None:
-    """THEORY.md §7.2: the engine's T-step spread (isometry with the per-unit moments: the
+    """docs/theory.md §7.2: the engine's T-step spread (isometry with the per-unit moments: the
     non-free closed form) agrees with products of independently drawn gated Jacobians, and with
     the test's step-by-step recursion."""
     rows = []

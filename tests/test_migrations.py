@@ -14,11 +14,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from optuna.storages._rdb.models import BaseModel as OptunaBase
-from pg import PostgresCluster
 
 from service import migrate
 from service.db import DatabaseError, make_engine, optuna_storage
 from service.models import Base, Token
+from tests.support.pg import PostgresCluster
 
 ISOTUNE_TABLES = {"isotune_tokens", "isotune_studies", "isotune_workers", "isotune_leases"}
 OPTUNA_TABLES = set(OptunaBase.metadata.tables) | {"alembic_version"}

@@ -1,4 +1,4 @@
-"""Tests of the trained models and their initialization (workers/models.py, THEORY.md §1-2)."""
+"""Tests of the trained models and their initialization (workers/models.py, docs/theory.md §1-2)."""
 
 from __future__ import annotations
 

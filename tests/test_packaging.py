@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fresh interpreters importing either side
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_SIDE = "import cli.main, service.api, service.core, service.prior, cli.demo, cli.worker"
-WORKER_SIDE = "import cli.main, workers.agent, workers.train, service.client"
+WORKER_SIDE = "import cli.main, workers.agent, workers.train, contract.client"
 
 
 def imports_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[str]:

@@ -10,29 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meanfield import Config, Inputs, memory_check
-from service.api import create_app
-from service.core import study_prior, to_distribution
 from service.prior import MEASURED_C, PriorSampler
 from service.schemas import StudyCreate
+from service.search import study_prior, to_distribution
+from tests.support import specs
 
-TASK = {"name": "padded_digits", "T": 100, "options": {"padding": "noise"}}
-SPACE = {
-    "mu_f": {"type": "float", "low": -2.0, "high": 8.0},
-    "nu": {"type": "float", "low": 0.3, "high": 3.0},
-    "sigma": {"type": "float", "low": 0.3, "high": 2.0},
-    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-}
+SPACE = specs.PRIOR_SPACE
 
 
 def spec(**changes: object) -> StudyCreate:
-    base = {
-        "name": "p",
-        "cell": "lstm",
-        "task": TASK,
-        "space": SPACE,
-        "prior": {"mode": "restrict"},
-    }
-    return StudyCreate.model_validate({**base, **changes})
+    return StudyCreate.model_validate(specs.prior(**changes))
 
 
 def draw(s: StudyCreate, base: optuna.samplers.BaseSampler, n: int) -> tuple[list, PriorSampler]:
@@ -62,6 +49,7 @@ def feasible(s: StudyCreate, points: list[dict]) -> np.ndarray:
     return memory_check(cfg, s.task.T, MEASURED_C["lstm"], inputs).ok
 
 
+@pytest.mark.slow
 def test_restrict_never_hands_out_an_infeasible_point_in_1000_draws() -> None:
     s = spec()
     points, sampler = draw(s, optuna.samplers.RandomSampler(seed=1), 1000)
@@ -82,6 +70,7 @@ def test_restrict_under_tpe_stays_feasible_and_tpe_still_learns() -> None:
     assert np.median(lr_error[-40:]) < 0.6 * np.median(lr_error[:20])  # converging on lr
 
 
+@pytest.mark.slow
 def test_restrict_with_gradient_bounds() -> None:
     s = spec(prior={"mode": "restrict", "gradient_bounds": [-8.0, 0.0]})
     prior = study_prior(s)
@@ -120,12 +109,6 @@ def test_soft_prefers_feasible_points_early() -> None:
     space = {k: to_distribution(d) for k, d in s.space.items()}
     control = [plain.ask(space).params for _ in range(60)]
     assert feasible(s, soft[:20]).mean() > feasible(s, control[:20]).mean() + 0.2
-
-
-@pytest.fixture
-def client(db_url: str):
-    with TestClient(create_app(db_url, auth=False)) as c:
-        yield c
 
 
 def test_empty_restricted_region_is_refused_naming_the_range(client: TestClient) -> None:
@@ -175,6 +158,7 @@ def test_claimed_trials_carry_the_theory_numbers(client: TestClient) -> None:
         assert stored["user_attrs"]["isotune_theory"] == theory
 
 
+@pytest.mark.slow
 def test_repair_and_resample_land_inside_the_region_from_any_start() -> None:
     """From 200 infeasible starts: ``repair`` lands just inside the boundary, every time (the
     solver's last digits on the boundary must not make it give up), ``timescale`` spreads the
@@ -221,7 +205,7 @@ def test_prior_map_png_shows_the_trials(client: TestClient) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
     image = mpimg.imread(io.BytesIO(r.content), format="png")[:, :, :3]
-    drawn = client.app.state.service.prior_map("pic")
+    drawn = client.app.state.service.studies.prior_map("pic")
     assert drawn.png == r.content and (drawn.x, drawn.y) == ("mu_f", "nu")
     checked = 0
     for number, x, y in drawn.positions:

@@ -220,9 +220,9 @@ def test_large_bias_law(cell: str, data, R: float, w: str) -> None:
     R_g its input's second moment (R; for the minimalRNN the embedding's E[e²]). From
     1 − E[σ(u)] = E[e^{-u}] − E[e^{-2u}] + …, the relative error is ≈ e^{−mu + 3Σ/2}: the law needs
     mu − 3Σ/2 ≳ 3.5. Here sigma, nu, rho ≤ 1 and R ≤ 1, so Σ ≤ 3 (Q*, E[e²] ≤ 1) and the bound is
-    3%. The LSTM needs more (THEORY.md §3: "small nu_g"): its cell state integrates the candidate
-    unweighted by 1 − f, so χ_C = E[f]² + E[i]² nu_g² E[g']² E[o]² E[tanh'(c)]² + …, and the
-    second term must stay small against 1 − E[f]² ≈ 2e^{−mu+Σ/2} ≈ 7e-4. Measured: nu_g ≤ 0.1
+    3%. The LSTM needs more (docs/theory.md §3: "small nu_g"): its cell state integrates the
+    candidate unweighted by 1 − f, so χ_C = E[f]² + E[i]² nu_g² E[g']² E[o]² E[tanh'(c)]² + …, and
+    the second term must stay small against 1 − E[f]² ≈ 2e^{−mu+Σ/2} ≈ 7e-4. Measured: nu_g ≤ 0.1
     with a candidate driven by its inputs (sigma_g ≥ 0.5, R ≥ 0.25: a wide cell state, small
     E[tanh'(c)]) keeps the law within 1.1% over 600 random configurations; nu_g = 0.24 gave +9%,
     and a quiescent LSTM (no drive on g, Q* = 0, tanh'(c) = 1) +32% at nu_g = 0.1. For the GRU
@@ -250,10 +250,15 @@ def test_large_bias_law(cell: str, data, R: float, w: str) -> None:
 
 # --- grids -------------------------------------------------------------------------------------
 
-EXACT = ("q_star", "m_star", "s_star", "c_star", "m1", "m2")
-SLOPES = ("chi_q", "xi_q", "chi_c", "xi_c")
+# C* is held to the slopes' tolerance: it solves C = f(C) to a residual of 1e-13, and its error is
+# that residual over 1 − χ_C, which near χ_C = 1 passes 1e-9 relative (a GRU with R = 0 differed
+# by 6e-9 between a grid and a single call). (A constant here, not in the test's body: the
+# derandomized examples are drawn from a hash of the test's source.)
+EXACT = ("q_star", "m_star", "s_star", "m1", "m2")
+SLOPES = ("c_star", "chi_q", "xi_q", "chi_c", "xi_c")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", list(CELLS))
 @settings(max_examples=4, **SETTINGS)
 @given(data=st.data(), regime=regimes, w=weights)

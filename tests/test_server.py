@@ -3,89 +3,26 @@ and the CLI. Every server is stopped by its process id."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from test_service import metric
 
-from cli.procs import free_port, stop
-from service.client import ApiError, Client
+from contract.client import ApiError, Client
+from tests.support.api import metric
+from tests.support.cli import isotune
+from tests.support.ports import free_port
+from tests.support.servers import process, serve, wait_for
+from tests.support.specs import GRU as SPEC
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEC = {
-    "name": "real",
-    "cell": "gru",
-    "task": {"name": "adding", "T": 10},
-    "space": {"mu_z": {"type": "float", "low": 0.0, "high": 6.0}},
-    "sampler": "tpe",
-    "budget": 40,
-}
+pytestmark = pytest.mark.slow
 
 
-def isotune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
-@contextlib.contextmanager
-def server(
-    db_url: str, *, auth: bool = False, workers: int = 1, pids: list[int] | None = None
-) -> Iterator[str]:
-    """Start ``isotune serve`` on a free loopback port; yield its base URL; stop it by pid (which
-    goes to ``pids`` when given)."""
-    port = free_port()
-    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--database-url", db_url,
-            "--workers", str(workers)]  # fmt: skip
-    # the server's log goes to a file: a pipe nobody reads would block it once full
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args, *([] if auth else ["--no-auth"])],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    if pids is not None:
-        pids.append(proc.pid)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited {proc.returncode}: {log.read()}")
-            try:
-                if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start within 60 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        stop(proc, timeout=20)
-        log.close()
-
-
-def test_real_server_lifecycle_and_cli(db_url: str) -> None:
-    with server(db_url) as base, Client(base, retry_seconds=5) as c:
+def test_real_server_lifecycle_and_cli(migrated_db_url: str) -> None:
+    with serve(migrated_db_url) as srv, Client(srv.base, retry_seconds=5) as c:
+        base = srv.base
         c.create_study(SPEC)
         t = c.claim("real", "w1")["trial"]
         assert 0.0 <= t["params"]["mu_z"] <= 6.0 and t["task"]["T"] == 10
@@ -108,7 +45,7 @@ def test_real_server_lifecycle_and_cli(db_url: str) -> None:
 
 def test_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'one.db'}"
-    with server(url):
+    with serve(url):
         r = isotune("serve", "--port", str(free_port()), "--database-url", url, "--no-auth")
     assert r.returncode == 2 and "database_url" in r.stderr and "Traceback" not in r.stderr
 
@@ -135,8 +72,8 @@ def _children(pid: int) -> set[int]:
 def test_server_processes_on_postgres(pg_server) -> None:
     """``--workers 2``: two processes answer on one port and stop with their parent."""
     url = pg_server.url_for(pg_server.create_database())
-    pids: list[int] = []
-    with server(url, workers=2, pids=pids) as base:
+    with serve(url, workers=2) as srv:
+        base = srv.base
         with Client(base) as c:
             c.create_study({**SPEC, "budget": 8})
             ids = set()
@@ -152,12 +89,13 @@ def test_server_processes_on_postgres(pg_server) -> None:
             assert metric(text, "isotune_claims_total", study="real", status="assigned") == 8
             done = metric(text, "isotune_trials_finished_total", study="real", state="COMPLETE")
             assert done == 8
-        children = _children(pids[0])
+        children = _children(srv.pid)
         assert len(children) >= 2
-    deadline = time.monotonic() + 15
-    while {p for p in children if Path(f"/proc/{p}").exists()} and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not {p for p in children if Path(f"/proc/{p}").exists()}
+
+    def gone() -> bool:
+        return not {p for p in children if Path(f"/proc/{p}").exists()}
+
+    wait_for(gone, 15, "the server's processes to stop with it")
 
 
 def test_no_auth_refused_off_loopback(tmp_path: Path) -> None:
@@ -172,7 +110,8 @@ def test_tokens_from_the_cli(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert token.startswith("isotune_")
-    with server(url, auth=True) as base:
+    with serve(url, auth=True) as srv:
+        base = srv.base
         with Client(base, retry_seconds=5) as anon, pytest.raises(ApiError) as e:
             anon.studies()
         assert e.value.status == 401
@@ -180,15 +119,17 @@ def test_tokens_from_the_cli(tmp_path: Path) -> None:
             assert admin.create_study(SPEC)["name"] == "real"
             revoked = isotune("token", "revoke", "--name", "ops", "--database-url", url)
             assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
-            deadline = time.monotonic() + 15  # roles are remembered for 5 s
-            while True:
+
+            def refused() -> bool:
                 try:
                     admin.studies()
                 except ApiError as e:
                     assert e.status == 401
-                    break
-                assert time.monotonic() < deadline, "a revoked token still works"
-                time.sleep(0.5)
+                    return True
+                return False
+
+            # roles are remembered for 5 s
+            wait_for(refused, 15, "the revoked token to be refused", interval=0.2)
         again = isotune("token", "revoke", "--name", "ops", "--database-url", url)
         assert again.returncode == 2 and "name=" in again.stderr
 
@@ -196,7 +137,8 @@ def test_tokens_from_the_cli(tmp_path: Path) -> None:
 def test_two_servers_on_one_postgres_never_share_a_trial(pg_server) -> None:
     """16 clients, half on each of two server processes, claim from one study."""
     url = pg_server.url_for(pg_server.create_database())
-    with server(url) as a, server(url) as b:
+    with serve(url) as first, serve(url) as second:
+        a, b = first.base, second.base
         with Client(a) as c:
             c.create_study({**SPEC, "budget": 48})
         got: list[int] = []
@@ -228,7 +170,7 @@ def test_server_survives_dropped_database_connections(pg_server) -> None:
     the next requests succeed after at most a retried 5xx, and no trial is lost or left RUNNING."""
     name = pg_server.create_database()
     url = pg_server.url_for(name)
-    with server(url) as base, Client(base, retry_seconds=20) as c:
+    with serve(url) as srv, Client(srv.base, retry_seconds=20) as c:
         c.create_study({**SPEC, "sampler": "random", "budget": 6})
         finished = set()
         for k in range(6):
@@ -257,7 +199,8 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
     answers only with an isotune token, then with the study, compressed as browsers ask for it."""
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     store = tmp_path / "artifacts"
-    with server(url) as base, Client(base, retry_seconds=5) as c:
+    with serve(url) as srv, Client(srv.base, retry_seconds=5) as c:
+        base = srv.base
         c.create_study(SPEC)
         t = c.claim("real", "w")["trial"]
         c.complete(t["trial_id"], "w", 0.5)
@@ -273,25 +216,19 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
     refused = isotune("dashboard", "--host", "0.0.0.0", "--no-auth", "--database-url", url)
     assert refused.returncode == 2 and "host=" in refused.stderr
     port = free_port()
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "dashboard", "--database-url", url, "--port", str(port),
-         "--artifact-dir", str(store)],
-        cwd=ROOT, stdout=log, stderr=log,
-    )  # fmt: skip
     headers = {"Accept-Encoding": "gzip, deflate, br"}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "isotune dashboard exited"
+    args = ["dashboard", "--database-url", url, "--port", str(port), "--artifact-dir", str(store)]
+    with process(args) as proc:
+
+        def answered() -> httpx.Response | None:
+            assert proc.poll() is None, f"isotune dashboard exited:\n{proc.output()[-2000:]}"
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/api/studies", headers=headers, timeout=2)
-                if r.status_code == 401:
-                    break
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "isotune dashboard did not answer"
-            time.sleep(0.3)
+                return None
+            return r if r.status_code == 401 else None
+
+        r = wait_for(answered, 60, "isotune dashboard to answer")
         assert r.headers["www-authenticate"].startswith("Basic ")
         h = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=5)
         with h:
@@ -318,6 +255,3 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
                 "study_summaries"]]  # fmt: skip
             assert names == ["real"]
         assert store.is_dir()
-    finally:
-        stop(proc, timeout=20)
-        log.close()

@@ -1,4 +1,5 @@
-"""The REST API on SQLite and PostgreSQL (``db_url`` is parametrized over both in conftest)."""
+"""The REST API on SQLite and PostgreSQL (``client`` and ``migrated_db_url`` are parametrized over
+both in conftest)."""
 
 from __future__ import annotations
 
@@ -13,35 +14,8 @@ from fastapi.testclient import TestClient
 from service.api import create_app
 from service.auth import create_token
 from service.models import Lease, StudyRecord
-
-SPEC = {
-    "name": "s1",
-    "cell": "lstm",
-    "task": {"name": "copy", "T": 20},
-    "space": {
-        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-        "mu_f": {"type": "float", "low": 0.0, "high": 8.0},
-        "hidden": {"type": "int", "low": 16, "high": 64, "step": 16},
-        "optimizer": {"type": "categorical", "choices": ["adam", "rmsprop"]},
-    },
-    "sampler": "random",
-    "pruner": "median",
-    "budget": 6,
-    "seed": 1,
-}
-V1 = "/api/v1"
-
-
-def create(client: TestClient, **changes: object) -> dict:
-    r = client.post(V1 + "/studies", json={**SPEC, **changes})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def claim(client: TestClient, worker: str, study: str = "s1") -> dict:
-    r = client.post(f"{V1}/studies/{study}/claim", json={"worker_id": worker})
-    assert r.status_code == 200, r.text
-    return r.json()
+from tests.support.api import V1, claim, create, metric
+from tests.support.specs import API as SPEC
 
 
 def test_study_lifecycle(client: TestClient) -> None:
@@ -146,14 +120,16 @@ def test_a_waiting_trial_the_count_missed_is_still_handed_out(client: TestClient
 def test_a_running_trial_without_lease_is_reaped(client: TestClient) -> None:
     """A claim cut off between Optuna's ask and its lease leaves a RUNNING trial nobody holds:
     the reaper fails it once it is older than the lease."""
-    create(client, lease_seconds=0.3, budget=3)
+    # a lease long enough that a stall of this busy machine does not expire it before the first
+    # pass, short enough that waiting it out costs little
+    create(client, lease_seconds=1.5, budget=3)
     service = client.app.state.service
     held = claim(client, "w1")["trial"]
     study = optuna.load_study(study_name="s1", storage=service.storage)
     orphan = study.ask()  # RUNNING, no lease
-    assert service.reap_all() == 0  # too young
-    time.sleep(1.2)  # Optuna's timestamps have one-second resolution on some backends
-    service.reap_all()
+    assert service.reaper.reap_all() == 0  # too young
+    time.sleep(1.7)  # Optuna's timestamps have one-second resolution on some backends
+    service.reaper.reap_all()
     got = client.get(f"{V1}/trials/{orphan._trial_id}").json()
     assert got["state"] == "FAIL" and got["user_attrs"]["isotune_fail"] == (
         "claimed but never handed out"
@@ -165,10 +141,10 @@ def test_a_running_trial_without_lease_is_reaped(client: TestClient) -> None:
 
 
 def test_heartbeat_keeps_the_lease(client: TestClient) -> None:
-    create(client, lease_seconds=0.4, budget=1)
+    create(client, lease_seconds=1.5, budget=1)  # heartbeats 3 times as often, for 2 s
     t = claim(client, "w")["trial"]
     for _ in range(4):
-        time.sleep(0.2)
+        time.sleep(0.5)
         r = client.post(f"{V1}/trials/{t['trial_id']}/heartbeat", json={"worker_id": "w"})
         assert r.status_code == 200
     done = client.post(f"{V1}/trials/{t['trial_id']}/complete", json={"worker_id": "w", "value": 1})
@@ -240,8 +216,8 @@ def test_bad_reports_and_unknown_things(client: TestClient) -> None:
     assert big.status_code == 413
 
 
-def test_tokens_and_roles(db_url: str) -> None:
-    app = create_app(db_url, auth=True)
+def test_tokens_and_roles(migrated_db_url: str) -> None:
+    app = create_app(migrated_db_url, auth=True)
     service = app.state.service
     with service.sessions.begin() as session:
         admin = create_token(session, "ops", "admin")
@@ -263,9 +239,9 @@ def test_tokens_and_roles(db_url: str) -> None:
         assert r.status_code == 200
 
 
-def test_concurrent_claims_never_share_a_trial(db_url: str) -> None:
+def test_concurrent_claims_never_share_a_trial(migrated_db_url: str) -> None:
     """16 clients claim at once: every assignment is a different trial."""
-    with TestClient(create_app(db_url, auth=False)) as c:
+    with TestClient(create_app(migrated_db_url, auth=False)) as c:
         create(c, budget=32)
         got: list[int] = []
         errors: list[str] = []
@@ -297,7 +273,7 @@ def test_a_finished_trial_is_never_handed_back(client: TestClient) -> None:
     client.post(f"{V1}/trials/{first['trial_id']}/complete", json={"worker_id": "w", "value": 1})
     with client.app.state.service.sessions.begin() as session:
         session.get(Lease, first["trial_id"]).state = "active"  # as if the update was lost
-    client.app.state.service._held.clear()
+    client.app.state.service.leases.forget()
     again = claim(client, "w")["trial"]
     assert again["trial_id"] != first["trial_id"]
     with client.app.state.service.sessions() as session:
@@ -313,7 +289,7 @@ def test_heartbeat_after_the_reaper_is_a_conflict(client: TestClient) -> None:
     create(client, lease_seconds=0.2, budget=1, retries=0)
     t = claim(client, "w")["trial"]
     time.sleep(0.4)
-    client.app.state.service.reap_all()
+    client.app.state.service.reaper.reap_all()
     r = client.post(f"{V1}/trials/{t['trial_id']}/heartbeat", json={"worker_id": "w"})
     assert r.status_code == 409 and "expired" in r.json()["detail"]
 
@@ -362,27 +338,16 @@ def test_not_ready_while_the_database_is_unreachable(pg_server) -> None:
         assert r.json()["detail"].startswith("cannot connect")
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of sample ``name`` with ``labels`` in Prometheus text (0 when absent)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
 def test_metrics_move_with_the_trials(client: TestClient) -> None:
-    create(client, name="m1", budget=3, lease_seconds=0.2, retries=0)
+    create(client, name="m1", budget=3, lease_seconds=1.0, retries=0)
     before = client.get("/metrics").text
     a = claim(client, "w1", "m1")["trial"]
     client.post(f"{V1}/trials/{a['trial_id']}/complete", json={"worker_id": "w1", "value": 1})
     b = claim(client, "w2", "m1")["trial"]
     client.post(f"{V1}/trials/{b['trial_id']}/complete", json={"worker_id": "w2", "pruned": True})
     claim(client, "w3", "m1")  # expires
-    time.sleep(0.4)
-    client.app.state.service.reap_all()
+    time.sleep(1.2)
+    client.app.state.service.reaper.reap_all()
     assert claim(client, "w4", "m1")["status"] == "done"
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

@@ -1,4 +1,4 @@
-"""Tests of the finite-width simulator (meanfield/simulate.py, THEORY.md §1-3, §6)."""
+"""Tests of the finite-width simulator (meanfield/simulate.py, docs/theory.md §1-3, §6)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_independent_start_decorrelates() -> None:
 
 
 def _reference_step(cell: str, s: TiedSampler, h: np.ndarray, c: np.ndarray, x: np.ndarray):
-    """One step written directly from THEORY.md §1, with the tied sampler's matrices."""
+    """One step written directly from docs/theory.md §1, with the tied sampler's matrices."""
     n = h.shape[1]
 
     def lin(slot: str, v: np.ndarray, k: int = 0) -> np.ndarray:

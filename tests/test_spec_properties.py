@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from service.api import create_app
 
+pytestmark = pytest.mark.slow  # 120 random specifications through the API
+
 V1 = "/api/v1"
 SETTINGS = settings(
     max_examples=120,

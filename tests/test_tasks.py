@@ -1,6 +1,6 @@
 """The long-memory tasks: reproducible batches, shapes, and bridge statistics that match the spec
-the theory is given (THEORY.md, "Inputs"). Dataset readers run on tiny files written in the real
-formats (IDX for MNIST, python pickles for CIFAR-10)."""
+the theory is given (docs/theory.md, "Inputs"). Dataset readers run on tiny files written in the
+real formats (IDX for MNIST, python pickles for CIFAR-10)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from contract.tasks import ADDING_TOLERANCE, TASKS, TaskError, adding_window, task_spec
 from workers import tasks as tasks_module
 from workers.tasks import Task, make_task
-from workers.taskspec import ADDING_TOLERANCE, TASKS, TaskError, adding_window, task_spec
 
 # --- fixtures in the real file formats ----------------------------------------------------------
 
@@ -393,7 +393,7 @@ def test_accuracy_checks_the_output_shape() -> None:
 
 def test_taskspec_imports_without_torch() -> None:
     code = (
-        "import sys, workers.taskspec as t; t.task_spec('copy', 5);"
+        "import sys, contract.tasks as t; t.task_spec('copy', 5);"
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -1,4 +1,4 @@
-"""Mean-field theory against finite-width simulation (THEORY.md §3, §6, §7.1 and §7.3).
+"""Mean-field theory against finite-width simulation (docs/theory.md §3, §6, §7.1 and §7.3).
 
 Every cell, both input regimes, three configurations per cell (A: short memory with bias noise,
 B: orthogonal recurrent weights, C: near criticality, ξ_C ≥ 50). The *untied* simulation (fresh
@@ -22,7 +22,7 @@ per seed at n = 1000: the independent regime uses n·seeds = 32000 for a 5 % che
 errors (96000 for the short cases A, whose fit window holds only ~7 steps; 24000 for the medium
 cases B, which scatter less), the shared regime 16000. The vanilla RNN's ξ is bounded at fixed R
 and grows like 1/√R at nu = 1; its case C (R = 2e-4, ξ_C ≈ 50) is a nearly linear critical
-recurrence whose noise grows like √(t/n) (THEORY.md §6) and needs n ≈ 10⁵.
+recurrence whose noise grows like √(t/n) (docs/theory.md §6) and needs n ≈ 10⁵.
 ``benchmarks/theory_vs_simulation.py`` repeats all of this with wider networks and reports the
 tied simulation beside each case.
 
@@ -46,6 +46,8 @@ from threadpoolctl import threadpool_limits
 
 from meanfield import Config, Inputs, fixed_point, trajectory
 from meanfield.simulate import SimulationResult, fit_timescale, simulate
+
+pytestmark = pytest.mark.slow  # simulations at width 1000 and more: seconds a test
 
 TOL = 0.05
 WINDOW = {"independent": (0.2, 0.9), "shared": (3e-3, 0.05)}
@@ -225,7 +227,7 @@ def test_theory_trajectory_relaxes_at_xi_c(key: str, regime: str) -> None:
     assert fit_timescale(corr, c_star, lo=lo * amp, hi=hi * amp) == pytest.approx(xi, rel=0.01)
 
 
-# -- THEORY.md §6: the tied LSTM remembers longer than the untied theory ----------------------
+# -- docs/theory.md §6: the tied LSTM remembers longer than the untied theory ----------------------
 
 GAP = {"mu_f": 4.0, "nu_g": 1.5}
 

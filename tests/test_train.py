@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.cli import isotune
 from workers.train import TrainConfig, TrainError, train
 from workers.trainmap import MapRun, fit_boundary, success_threshold
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"hidden": 16, "batch_size": 8, "steps": 6, "eval_every": 3, "eval_size": 16, "threads": 1}
-
-
-def isotune(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_train_reproducible_and_reports() -> None:
@@ -80,6 +66,7 @@ def test_bad_settings_name_field_and_value(field: str, value: object) -> None:
     assert e.value.field == field and str(value) in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_train_prints_a_learning_curve() -> None:
     r = isotune(
         "train", "--task", "copy", "--T", "5", "--cell", "gru", "--hidden", "16",
@@ -91,6 +78,7 @@ def test_cli_train_prints_a_learning_curve() -> None:
     assert len([ln for ln in r.stdout.splitlines() if ln.split()[:1] in (["2"], ["4"])]) == 2
 
 
+@pytest.mark.slow
 def test_cli_train_json_and_bad_input(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     r = isotune(
@@ -131,6 +119,7 @@ def test_success_threshold() -> None:
     assert success_threshold(0.0) == 0.5
 
 
+@pytest.mark.slow
 def test_cli_trainability_map_writes_report(tmp_path: Path) -> None:
     r = isotune(
         "trainability-map", "--task", "copy", "--cell", "lstm", "--values", "0,3",

@@ -68,9 +68,10 @@ class Proc:
         self.popen.wait(timeout=10)
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        """Everything written so far. Read at an offset: the process writes through the same
+        open file, whose position a seek would move under it."""
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 def stop(p: subprocess.Popen | Proc, timeout: float = 20.0) -> None:

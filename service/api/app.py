@@ -62,11 +62,16 @@ def build_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        passes: list[asyncio.Future[int]] = []  # the pass in flight, in its thread
+
         async def reaper() -> None:
             while True:
                 await asyncio.sleep(settings.reap_interval)
+                passes[:] = [asyncio.ensure_future(asyncio.to_thread(service.reaper.reap_all))]
                 try:
-                    await asyncio.to_thread(service.reaper.reap_all)
+                    await asyncio.shield(passes[0])
+                except asyncio.CancelledError:
+                    raise
                 except Exception:  # keep reaping; the next claim reaps as well
                     log.exception("reaper pass failed")
 
@@ -77,6 +82,11 @@ def build_app(settings: Settings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # a cancelled task leaves its thread running: let the pass end before the engines
+            # are disposed under it (its connection would be collected open)
+            for running in passes:
+                with contextlib.suppress(Exception):
+                    await running
             for e in (engine, lock_engine, getattr(service.store.rdb, "engine", None)):
                 if e is not None:
                     e.dispose()

@@ -253,6 +253,18 @@ def test_adding_chance_is_guessing_the_mean() -> None:
 # --- dataset readers and splits -------------------------------------------------------------------
 
 
+def test_digits_are_read_as_scikit_learn_loads_them() -> None:
+    """The digits are read from scikit-learn's own file without importing scikit-learn; the arrays
+    are exactly ``load_digits()``'s."""
+    from sklearn.datasets import load_digits
+
+    assert tasks_module._digits_file() is not None
+    images, target = tasks_module.digits_arrays()
+    digits = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, digits.images)
+    assert np.array_equal(target, digits.target)
+
+
 def test_digits_and_mnist1d_splits_are_disjoint_and_fixed() -> None:
     x_train, y_train, x_test, y_test = tasks_module._digits()
     assert (len(y_train), len(y_test)) == (1438, 359)

@@ -31,6 +31,7 @@ Constructions (T is the bridge length):
 from __future__ import annotations
 
 import functools
+import importlib.util
 import gzip
 import pickle
 import random
@@ -211,13 +212,35 @@ def make_task(name: str, T: int, seed: int = 0, **options: Any) -> Task:
 DIGITS_SPLIT_SEED, MNIST1D_SEED = 0, 42
 
 
+def _digits_file() -> Path | None:
+    """The CSV file scikit-learn's ``load_digits`` reads, found without importing scikit-learn (its
+    import costs more CPU than a short trial: every worker process paid it)."""
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits: images (1797, 8, 8) with values 0..16, and labels; the
+    same arrays as ``load_digits()``'s ``images`` and ``target`` (tests/test_tasks.py checks)."""
+    path = _digits_file()
+    if path is None:  # an unusual install: let scikit-learn find its own file
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = digits.images.astype(np.float32)  # (1797, 8, 8), values 0..16
-    y = digits.target.astype(np.int64)
+    images, target = digits_arrays()
+    x = images.astype(np.float32)  # (1797, 8, 8), values 0..16
+    y = target.astype(np.int64)
     perm = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     n_test = round(0.2 * len(y))
     test, train = perm[:n_test], perm[n_test:]

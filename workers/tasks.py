@@ -31,8 +31,8 @@ Constructions (T is the bridge length):
 from __future__ import annotations
 
 import functools
-import importlib.util
 import gzip
+import importlib.util
 import pickle
 import random
 import struct

@@ -66,6 +66,10 @@ def _loc(error: dict[str, Any]) -> str:
     return ".".join(loc) or "body"
 
 
+#: Seconds a prior map (``GET /studies/{name}/prior.png``) may take to draw.
+PLOT_TIMEOUT = 180.0
+
+
 class Client:
     def __init__(
         self,
@@ -129,7 +133,7 @@ class Client:
             self.seconds += time.perf_counter() - t0
             self.calls += 1
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.retry_seconds
         delay, told = 0.2, -math.inf
         while True:
@@ -149,6 +153,8 @@ class Client:
                     continue
             if r.status_code >= 400:
                 raise _error(r)
+            if raw:
+                return r
             return None if r.status_code == 204 else r.json()
 
     def _pause(self, seconds: float) -> bool:
@@ -197,10 +203,10 @@ class Client:
 
     def prior_map(self, name: str) -> bytes:
         """The study's prior map as PNG bytes."""
-        r = self.http.get(f"{self.base}/studies/{name}/prior.png")
-        if r.status_code >= 400:
-            raise _error(r)
-        return r.content
+        # drawn on demand (a grid of the theory and a plot): slower than other calls on a busy
+        # server, retried like them
+        timeout = max(PLOT_TIMEOUT, self.http.timeout.read or 0.0)
+        return self.request("GET", f"/studies/{name}/prior.png", raw=True, timeout=timeout).content
 
     # workers
     def claim(self, study: str, worker_id: str, capabilities: dict | None = None) -> dict:

@@ -62,8 +62,10 @@ __all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "
 MEASURED_C = {"lstm": 13.6, "gru": 14.7, "minimalrnn": 13.6}
 #: Redraws of an infeasible proposal before it is repaired.
 REDRAWS = 4
-#: Points of the memory-gate bias scanned per repair round (vectorized; three rounds).
+#: Most points of the memory-gate bias a repair round scans (vectorized).
 SCAN = 48
+#: ``repair`` stops refining when its bracket is this share of the memory-gate bias range
+REPAIR_TOL = 1e-5
 #: Random points of the space scanned at creation for the largest reachable ξ_C.
 CREATION_SCAN = 512
 
@@ -181,16 +183,19 @@ class Prior:
             return got["ok"] & (got["margin"] >= margin)
 
         lo, hi = float(point[self.gate_param]), float(dist.high)
+        # scan, then scan the first feasible bracket again until it is narrow: as many points a
+        # round as the time allows (the cost of the theory is measured), as many rounds as the
+        # precision needs, however busy the machine
         scan = self.points_for(0.3, 12, SCAN)
         grid = np.linspace(lo, hi, scan)
         known = None  # the smallest value found feasible so far
-        for _ in range(3):  # scan, then refine the first bracket twice
+        while True:
             ok = good([{**point, self.gate_param: b} for b in grid])
             if not ok.any():  # on the boundary the solver's last digits can flip the answer
                 break
             first = int(np.argmax(ok))
             known = float(grid[first])
-            if first == 0:
+            if first == 0 or grid[first] - grid[first - 1] <= REPAIR_TOL * (hi - lo):
                 break
             grid = np.linspace(grid[first - 1], grid[first], scan)
         if known is None:

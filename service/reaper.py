@@ -37,6 +37,7 @@ class Reaper:
     def reap_all(self) -> int:
         """One pass over every study; returns how many trials it failed."""
         names, active = self.leases.reap_candidates()
+        ids = dict(active)
         total = 0
         for name in names:
             try:
@@ -45,7 +46,11 @@ class Reaper:
             except Conflict as e:  # an orphaned study: said once, not every pass
                 self._quietly(name, e)
             except Exception:  # one study's trouble must not stop the others' reaping
-                log.exception("reaping expired leases of study %r failed", name)
+                if name in ids and self._gone(ids[name]):  # deleted while this pass reaped it
+                    self.cache.drop(name)
+                    self._quietly(name, orphaned(name))
+                else:
+                    log.exception("reaping expired leases of study %r failed", name)
         for name, optuna_id in active:
             try:
                 total += self.reap_unleased(name, optuna_id)

@@ -363,3 +363,32 @@ def test_metrics_move_with_the_trials(client: TestClient) -> None:
     assert moved("isotune_lease_expiries_total", study="m1") == 1
     route = "/api/v1/studies/{name}/claim"
     assert moved("isotune_request_seconds_count", route=route, status="200", method="POST") == 4
+
+
+def test_a_study_deleted_during_a_reaper_pass_is_an_orphan_not_a_traceback(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """optuna-dashboard deletes a study while the reaper is reaping its expired lease (after the
+    pass listed it, before the trial is failed): the pass says once that the study is orphaned,
+    with no traceback, and the next passes say nothing more."""
+    create(client, lease_seconds=0.3, budget=2)
+    service = client.app.state.service
+    claim(client, "dead")
+    time.sleep(0.5)
+    storage = service.reaper.leases.store.storage
+    get_trial = storage.get_trial
+
+    def deleted_meanwhile(trial_id: int):  # the pass has read the trial, then the delete lands
+        got = get_trial(trial_id)
+        optuna.delete_study(study_name="s1", storage=service.storage)
+        return got
+
+    storage.get_trial = deleted_meanwhile
+    with caplog.at_level("WARNING", logger="isotune.service"):
+        service.reaper.reap_all()
+        del storage.get_trial
+        service.reaper.reap_all()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(r.exc_info for r in caplog.records), messages
+    assert len([m for m in messages if "'s1' is skipped by the reaper" in m]) == 1, messages
+    assert client.get(V1 + "/studies").json()[0]["state"] == "orphaned"

@@ -26,6 +26,28 @@ def _print(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
 
+def _spec_loader() -> type:
+    """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false``. YAML 1.1 also
+    reads ``off``, ``on``, ``yes``, ``no`` as booleans, which turns ``prior: {mode: off}`` into
+    ``mode: false`` (and a study named ``no`` into ``false``)."""
+    import re
+
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        pass
+
+    bool_tag = "tag:yaml.org,2002:bool"
+    SpecLoader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    SpecLoader.add_implicit_resolver(
+        bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return SpecLoader
+
+
 @study_app.command("create")
 def study_create(
     file: Annotated[Path, typer.Option("-f", "--file", help="Study specification (YAML or JSON).")],
@@ -36,7 +58,7 @@ def study_create(
     import yaml
 
     try:
-        spec = yaml.safe_load(file.read_text())
+        spec = yaml.load(file.read_text(), Loader=_spec_loader())  # a SafeLoader
     except OSError as e:
         raise OptionError("file", str(file), f"cannot read it ({e.strerror or e})") from None
     except yaml.YAMLError as e:

@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "GateParams",
     "Inputs",
+    "is_init",
     "split_name",
 ]
 
@@ -64,6 +65,12 @@ def split_name(name: str, value: object = _UNSET) -> tuple[str, str | None] | No
             name, name if value is _UNSET else value, "missing gate after '_' (e.g. mu_f)"
         )
     return hp, gate or None
+
+
+def is_init(name: str) -> bool:
+    """Whether a flat name is an initialization hyperparameter (``mu``, ``nu_f``…), not a training
+    option (``lr``); raises like :func:`split_name` for a hyperparameter without its gate."""
+    return split_name(name) is not None
 
 
 #: Values used when a hyperparameter is not given.

@@ -347,7 +347,8 @@ def _check_region(prior: Prior, seed: int) -> None:
         reason = (
             f"the restricted region is empty: the largest xi_C reachable is {largest:.3g} "
             f"(at {gate}={high:g}) but T/c = {prior.T}/{prior.c:g} needs {prior.required:.3g}; "
-            f"widen space.{gate} (raise its high above {high:g}), lower T or raise c"
+            f"widen space.{gate} (raise its high above {high:g}), lower T or raise c, or set "
+            "prior.mode to off to search the whole space"
         )
         raise PriorError(f"space.{gate}", {"low": prior.space[gate].low, "high": high}, reason)
     lo, hi = prior.gradient_bounds or (None, None)

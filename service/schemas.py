@@ -8,11 +8,14 @@ database.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from contract.wire import Strict, finite
+from meanfield.errors import MeanFieldError
+from meanfield.params import MEMORY_GATE, is_init
 from service.states import StudyState
 
 __all__ = [
@@ -88,7 +91,8 @@ class TaskRef(Strict):
 class PriorSpec(Strict):
     """The mean-field prior of a study (see ``service.prior``)."""
 
-    mode: Literal["restrict", "soft", "off"] = "off"
+    #: unset: :func:`default_mode` (restrict when the space has the memory-gate bias)
+    mode: Literal["restrict", "soft", "off"] | None = None
     #: trainability constant of T ≤ c·ξ_C; default: the value the trainability map measured
     c: Annotated[float, Field(gt=0, le=1e6)] | None = None
     #: bounds [lo, hi] on T·log m₁, the log gradient-norm growth over the bridge (restrict only)
@@ -116,6 +120,26 @@ class PriorSpec(Strict):
         return v
 
 
+def default_mode(cell: str, space: Mapping[str, object]) -> Literal["restrict", "soft", "off"]:
+    """The prior a study gets when its spec names none: ``restrict`` when the space searches the
+    cell's memory-gate bias (``mu_f`` for the LSTM: the restriction moves it), ``soft`` when it
+    searches other initialization hyperparameters only, ``off`` when it searches none (nothing
+    for the theory to say) or the cell has no memory gate."""
+    gate = MEMORY_GATE.get(cell)
+    if gate is None:
+        return "off"
+    if f"mu_{gate}" in space:
+        return "restrict"
+
+    def init(name: str) -> bool:
+        try:
+            return is_init(name)
+        except MeanFieldError:  # "mu_": refused by name when the space is checked
+            return False
+
+    return "soft" if any(init(name) for name in space) else "off"
+
+
 class StudyCreate(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     cell: Literal["lstm", "gru", "minimalrnn", "vanilla"]
@@ -141,6 +165,12 @@ class StudyCreate(Strict):
     seed: int | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     prior: PriorSpec = Field(default_factory=PriorSpec)
+
+    @model_validator(mode="after")
+    def _prior_mode(self) -> StudyCreate:
+        if self.prior.mode is None:
+            self.prior.mode = default_mode(self.cell, self.space)
+        return self
 
     @field_validator("space")
     @classmethod

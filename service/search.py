@@ -19,7 +19,7 @@ from optuna.distributions import (
 from contract.tasks import TaskError, task_spec
 from contract.training import TRAINING_OPTIONS, TrainError, check_searchable, check_training
 from meanfield import Inputs, MeanFieldError
-from meanfield.params import CELLS, split_name
+from meanfield.params import CELLS, is_init, split_name
 from service.errors import Invalid
 from service.prior import Prior, PriorError, build_prior
 from service.schemas import Distribution, StudyCreate
@@ -77,11 +77,6 @@ def make_pruner(spec: StudyCreate) -> optuna.pruners.BasePruner:
         raise Invalid("pruner_options", spec.pruner_options, f"{spec.pruner}: {e}") from None
     except ValueError as e:  # a value it refuses
         raise Invalid("pruner_options", spec.pruner_options, str(e)) from None
-
-
-def is_init(name: str) -> bool:
-    """Whether a parameter name is an initialization hyperparameter (``mu``, ``nu_f``…)."""
-    return split_name(name) is not None
 
 
 def study_prior(spec: StudyCreate) -> Prior | None:

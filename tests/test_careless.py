@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from contract.client import Client
-from tests.support import specs
+from tests.support import ROOT, specs
 from tests.support.cli import isotune
 from tests.support.servers import REAP_INTERVAL, serve, wait_for
 
@@ -128,3 +128,33 @@ def test_a_worker_accepts_the_url_the_server_prints(tmp_path: Path) -> None:
                     timeout=240)  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert c.study("s1")["n_trials"] == 1
+
+
+def readme_spec() -> str:
+    """The ``spec.yaml`` the README's service section shows (after ``$ cat spec.yaml``)."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("$ cat spec.yaml\n") + len("$ cat spec.yaml\n")
+    return text[start : text.index("\n$ ", start)] + "\n"
+
+
+def test_the_readme_spec_gets_the_prior_and_off_is_explicit(tmp_path: Path) -> None:
+    """The README's first spec names no prior and searches ``mu_f``: the study is restricted
+    (every trial handed out is predicted trainable); ``prior: {mode: off}`` is kept as asked, and
+    a space without initialization hyperparameters gets no prior."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(readme_spec())
+    off = tmp_path / "off.yaml"
+    off.write_text(
+        readme_spec().replace("name: lstm-copy-300", "name: off") + "prior: {mode: off}\n"
+    )
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(json.dumps(specs.api(name="plain", space={"lr": specs.API["space"]["lr"]})))
+    with serve(f"sqlite:///{tmp_path / 'r.db'}") as server, Client(server.base) as c:
+        for f in (spec, off, plain):
+            made = isotune("study", "create", "-f", str(f), "--server", server.base)
+            assert made.returncode == 0, made.stderr
+        modes = {s["name"]: s["spec"]["prior"]["mode"] for s in c.studies()}
+        assert modes == {"lstm-copy-300": "restrict", "off": "off", "plain": "off"}, modes
+        for n in range(3):
+            theory = c.claim("lstm-copy-300", f"w{n}")["trial"]["theory"]
+            assert theory["mode"] == "restrict" and theory["predicted_trainable"], theory

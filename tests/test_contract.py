@@ -8,14 +8,10 @@ from fastapi.testclient import TestClient
 
 from contract.training import TrainError, check_option, resolve_settings
 from contract.wire import TrialAssignment
-from meanfield.params import split_name
+from meanfield.params import is_init
 from tests.support import specs
 from tests.support.api import V1, claim, create
 from workers.agent import train_config
-
-
-def is_init(name: str) -> bool:
-    return split_name(name) is not None
 
 
 @pytest.mark.parametrize(

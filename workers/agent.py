@@ -34,7 +34,7 @@ from contract.client import ApiError, Client, Unreachable
 from contract.tasks import TaskError
 from contract.training import TrainError, resolve_settings
 from contract.wire import TrialAssignment
-from meanfield.params import split_name
+from meanfield.params import is_init
 from workers.train import TrainConfig, train
 
 __all__ = ["WorkerOptions", "run_worker", "train_config"]
@@ -61,10 +61,6 @@ class WorkerOptions:
             raise TrainError("max_trials", self.max_trials, "must be at least 1")
 
 
-def _is_init(name: str) -> bool:
-    return split_name(name) is not None
-
-
 def train_config(
     assignment: dict[str, Any] | TrialAssignment,
     *,
@@ -74,7 +70,7 @@ def train_config(
     """The training run an assignment (the claim's ``trial``) stands for: the study's
     ``training`` options, then the trial's parameters (``contract.training.resolve_settings``)."""
     a = TrialAssignment.model_validate(assignment)
-    settings = resolve_settings(a.training, a.params, a.number, _is_init)
+    settings = resolve_settings(a.training, a.params, a.number, is_init)
     return TrainConfig(
         task=str(a.task["name"]),
         T=int(a.task["T"]),

@@ -4,6 +4,7 @@ of the service from the command line (its database from ``--database-url`` or
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,12 +96,11 @@ def token_revoke(
     """Revoke tokens by name (servers stop accepting them within 5 s)."""
     from sqlalchemy import update
 
-    from service.db import database_url as resolve
-    from service.db import make_engine, session_factory
+    from service.db import existing_database, make_engine, session_factory
     from service.models import Token
     from service.store import now
 
-    engine = make_engine(resolve(database_url))
+    engine = make_engine(existing_database(database_url))
     try:
         with session_factory(engine).begin() as session:
             done = session.execute(
@@ -114,6 +114,39 @@ def token_revoke(
     if not count:
         raise OptionError("name", name, "no active token of that name")
     typer.echo(f"revoked {count} token(s) named {name}")
+
+
+@token_app.command("list")
+def token_list(database_url: DbOpt = None) -> None:
+    """The tokens: name, role, when created and revoked (never the tokens themselves)."""
+    from sqlalchemy import select
+
+    from service.db import existing_database, make_engine, session_factory
+    from service.models import Token
+
+    engine = make_engine(existing_database(database_url))
+    try:
+        with session_factory(engine)() as session:
+            rows = [
+                (t.name, t.role, t.created_at, t.revoked_at)
+                for t in session.scalars(select(Token).order_by(Token.id))
+            ]
+    finally:
+        engine.dispose()
+    table = [["name", "role", "created (UTC)", "revoked (UTC)"]]
+    for name, role, created, revoked in rows:
+        table.append([name, role, _when(created), _when(revoked) if revoked else "-"])
+    width = [max(len(r[i]) for r in table) for i in range(3)]
+    for r in table:
+        typer.echo("  ".join([*(x.ljust(w) for x, w in zip(r, width, strict=False)), r[3]]))
+    if not rows:
+        typer.echo("(no tokens: isotune token create --role admin makes the first)")
+
+
+def _when(t: Any) -> str:
+    from service.store import aware
+
+    return aware(t).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def serve_cmd(

@@ -26,6 +26,17 @@ def _print(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
 
+def num(x: Any) -> str:
+    """A number as people read it: 4 significant digits (0.225, not 0.22499999403953552)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return "-" if x is None else str(x)
+    return f"{x:.4g}"
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={num(v)}" for k, v in params.items())
+
+
 def _spec_loader() -> type:
     """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false``. YAML 1.1 also
     reads ``off``, ``on``, ``yes``, ``no`` as booleans, which turns ``prior: {mode: off}`` into
@@ -119,7 +130,7 @@ def study_list(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = No
         for s in c.studies():
             counts = ", ".join(f"{k.lower()} {v}" for k, v in s["counts"].items() if v)
             best = s["best"]["value"] if s["best"] else None
-            typer.echo(f"{s['name']}  [{s['state']}]  {counts or 'no trials'}  best {best}")
+            typer.echo(f"{s['name']}  [{s['state']}]  {counts or 'no trials'}  best {num(best)}")
 
 
 @study_app.command("show")
@@ -153,11 +164,33 @@ def study_delete(
 
 @study_app.command("best")
 def study_best(
-    name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None
+    name: str,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
-    """The best trial's value and parameters."""
+    """The best trial: its value, its parameters, its memory time ξ_C against the T/c the prior
+    asks for, and the initialization it stands for (``--json``: all of it as the API gives it)."""
     with _client(server, token) as c:
-        _print(c.study(name)["best"])
+        study = c.study(name)
+    best = study["best"]
+    if as_json:
+        _print(best)
+        return
+    if best is None:
+        raise OptionError("study", name, "has no completed trial yet")
+    typer.echo(
+        f"{name}: best trial {best['number']} (id {best['trial_id']}) value {num(best['value'])}"
+    )
+    typer.echo(f"params   {params_text(best['params'])}")
+    theory = best.get("theory")
+    if theory:
+        typer.echo(
+            f"xi_C     {num(theory['xi_c'])} steps; T = {theory['T']}, c = {num(theory['c'])}: "
+            f"T/c = {num(theory['required_xi'])}, margin {num(theory['margin'])}, "
+            f"{'predicted trainable' if theory['predicted_trainable'] else 'predicted untrainable'}"
+        )
+        typer.echo(f"init     {params_text(theory['init'])}")
 
 
 @study_app.command("trials")
@@ -172,7 +205,9 @@ def study_trials(
     with _client(server, token) as c:
         page = c.trials(name, offset, limit)
     for t in page["trials"]:
-        typer.echo(f"{t['number']:>4}  {t['state']:<8}  {t['value']}  {t['params']}")
+        typer.echo(
+            f"{t['number']:>4}  {t['state']:<8}  {num(t['value']):>8}  {params_text(t['params'])}"
+        )
     typer.echo(f"({len(page['trials'])} of {page['total']})")
 
 
@@ -192,6 +227,10 @@ def study_plot(
     database_url: DbOpt = None,
 ) -> None:
     """Write the study's prior map (ξ_C, the criterion's contour, the trials) as PNG."""
+    if artifact_dir is not None:  # before anything is drawn: the database the server uses
+        from service.db import existing_database
+
+        url = existing_database(database_url)
     with _client(server, token) as c:
         png = c.prior_map(name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,13 +239,17 @@ def study_plot(
     if artifact_dir is not None:
         import optuna
 
-        from service.db import database_url as resolve
-        from service.db import optuna_storage
+        from service.db import optuna_storage, redact
 
-        storage = optuna_storage(resolve(database_url))
+        storage = optuna_storage(url)
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            raise OptionError(
+                "database_url", redact(url), f"holds no study {name!r}; pass the server's"
+            ) from None
         store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
         artifact_dir.mkdir(parents=True, exist_ok=True)
-        study = optuna.load_study(study_name=name, storage=storage)
         artifact = optuna.artifacts.upload_artifact(
             artifact_store=store, file_path=str(out), study_or_trial=study, mimetype="image/png"
         )
@@ -218,9 +261,18 @@ def watch_table(study: dict[str, Any], trials: list[dict[str, Any]], rows: int =
     state, memory time ξ_C and latest reported value."""
     counts = ", ".join(f"{k.lower()} {v}" for k, v in study["counts"].items() if v) or "no trials"
     best = study["best"]
+    spec = study["spec"]
     head = f"{study['name']}  [{study['state']}]  {counts}"
     if best is not None:
         head += f"  best {best['value']:.4g} (trial {best['number']})"
+    prior = spec.get("prior") or {}
+    mode = prior.get("mode") or "off"
+    theories = [t["user_attrs"].get("isotune_theory") or {} for t in trials]
+    c = next((th["c"] for th in theories if "c" in th), prior.get("c"))
+    bar = f"{spec['cell']} on {spec['task']['name']}, T = {spec['task']['T']}, prior {mode}"
+    if c is not None:
+        bar += f", c = {num(c)}: trainable when xi_C >= T/c = {num(spec['task']['T'] / c)}"
+    head += "\n" + bar
     lines = [head, f"{'trial':>5}  {'state':<8}  {'xi_C':>8}  {'latest':>8}  {'step':>6}  worker"]
     for t in trials[-rows:]:
         theory = t["user_attrs"].get("isotune_theory") or {}

@@ -105,6 +105,32 @@ def database_url(explicit: str | None = None) -> str:
     return f"sqlite:///{Path.cwd() / DEFAULT_FILE}"
 
 
+def existing_database(explicit: str | None = None) -> str:
+    """:func:`database_url` for a command that reads a database the server made. An SQLite file
+    that does not exist (connecting would create an empty one), or a database without isotune's
+    tables, is a :class:`DatabaseError` naming it."""
+    url = database_url(explicit)
+    if is_sqlite(url):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise DatabaseError(
+                FIELD,
+                redact(url),
+                "no such database file; pass the server's --database-url (or set "
+                f"{ENV_VAR}); `isotune db upgrade` creates a new one",
+            )
+    from service.migrate import current
+
+    if current(url).isotune is None:
+        raise DatabaseError(
+            FIELD,
+            redact(url),
+            "holds no isotune tables; pass the server's --database-url, or run "
+            "`isotune db upgrade` to make this one",
+        )
+    return url
+
+
 def normalize_url(url: str | URL) -> str:
     """Check that ``url`` names a supported backend and spell it with isotune's driver.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -53,6 +53,11 @@ def _stamp(t: datetime | None) -> str | None:
     return t.astimezone().isoformat() if t else None
 
 
+def _utc(t: datetime | None) -> str | None:
+    """Optuna's naive local time in UTC, with its offset (``+00:00``), as the leases are."""
+    return t.astimezone(UTC).isoformat() if t else None
+
+
 def checked_params(params: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, Any]:
     """Parameters (external form) that the study's space can hold; ValueError otherwise."""
     for k, v in params.items():
@@ -94,8 +99,8 @@ def trial_info(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "params": t.params or enqueued_params(t),
         "user_attrs": t.user_attrs,
         "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
-        "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
-        "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        "datetime_start": _utc(t.datetime_start),
+        "datetime_complete": _utc(t.datetime_complete),
     }
 
 

@@ -424,10 +424,15 @@ class Leases:
         reason: str = "",
         retry: bool = False,
     ) -> TrialOutcome:
-        """Complete, prune or fail a trial; repeating the call answers the recorded state."""
+        """Complete, prune or fail a trial. Repeating the call (an answer lost on the way)
+        answers the recorded outcome; asking its worker's finished trial for another outcome is a
+        :class:`Conflict`. A late call for a trial the reaper failed answers its state."""
         lease, info = self._lease(trial_id, worker_id)
         if lease.state != LeaseState.ACTIVE:
-            return self._outcome(trial_id)
+            outcome = self._outcome(trial_id)
+            if lease.state != LeaseState.EXPIRED:
+                _same_outcome(outcome, state, value)
+            return outcome
         requeue = retry and state == TrialState.FAIL and lease.attempt <= info.spec.retries
         # a retry is enqueued under the study lock, so that no claim sees the study "done"
         # between this failure and the re-enqueued parameters
@@ -486,4 +491,22 @@ class Leases:
         value = t.value if t.values is not None and len(t.values) == 1 else None
         return TrialOutcome(
             trial_id=trial_id, number=t.number, state=t.state.name, value=finite_or_none(value)
+        )
+
+
+def _same_outcome(recorded: TrialOutcome, state: TrialState, value: float | None) -> None:
+    """:class:`Conflict` when a repeated finish asks for another outcome than the recorded one."""
+    if recorded.state != state.name:
+        raise Conflict(
+            "state",
+            state.name,
+            f"trial {recorded.trial_id} was already finished as {recorded.state}; a repeated "
+            "call may only repeat its outcome",
+        )
+    if state == TrialState.COMPLETE and value is not None and value != recorded.value:
+        raise Conflict(
+            "value",
+            value,
+            f"trial {recorded.trial_id} was already completed with value {recorded.value}; a "
+            "repeated call may only repeat it",
         )

@@ -245,8 +245,12 @@ class BestTrial(BaseModel):
     """The best completed trial of a study in its direction."""
 
     number: int
+    trial_id: int
     value: float
     params: dict[str, Any]
+    #: the trial's theory numbers (``isotune_theory``: ξ_C, the margin, the initialization…);
+    #: None where the study's cell or task has no theory
+    theory: dict[str, Any] | None = None
 
 
 class StudyInfo(BaseModel):

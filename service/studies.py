@@ -27,6 +27,7 @@ from service.exports import export_trial, import_trial, trial_info
 from service.leases import Leases
 from service.models import Lease, StudyRecord
 from service.optuna_compat import study_id
+from service.optuna_compat import trial_id as id_of
 from service.plots import PriorMap, prior_map
 from service.schemas import EXPORT_FORMAT, StudyCreate, StudyExport
 from service.search import check_study, make_pruner, make_sampler, to_distribution
@@ -101,7 +102,13 @@ class Studies:
         if complete:
             pick = max if spec_model.direction == "maximize" else min
             b = pick(complete, key=lambda t: t.value)
-            best = {"number": b.number, "value": b.value, "params": b.params}
+            best = {
+                "number": b.number,
+                "trial_id": id_of(b),
+                "value": b.value,
+                "params": b.params,
+                "theory": b.user_attrs.get("isotune_theory"),
+            }
         return {
             "name": name,
             "state": state,

@@ -72,6 +72,8 @@ def test_cli_mistakes_end_in_one_line_and_exit_2(tmp_path: Path) -> None:
     bad.write_text("name: [unclosed\n")
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps(specs.api(training={"hiden": 64}, name="typo")))
+    missing, empty = tmp_path / "missing.db", tmp_path / "empty.db"
+    empty.touch()
     with serve(url, auth=True) as server:
         base = ["--server", server.base]
         cases = {
@@ -82,12 +84,24 @@ def test_cli_mistakes_end_in_one_line_and_exit_2(tmp_path: Path) -> None:
             "missing file": (["study", "create", "-f", str(tmp_path / "no.yaml"), *base], "file="),
             "broken yaml": (["study", "create", "-f", str(bad), *base], "file="),
             "no server": (["study", "list", "--server", "http://127.0.0.1:9"], "server="),
+            "plot, no database": (
+                ["study", "plot", "s", "--artifact-dir", str(tmp_path / "a"),
+                 "--database-url", f"sqlite:///{missing}", *base], "database_url="),
+            "tokens, no database": (["token", "list", "--database-url", f"sqlite:///{missing}"],
+                                    "database_url="),
+            "tokens, not isotune's": (["token", "list", "--database-url", f"sqlite:///{empty}"],
+                                      "no isotune tables"),
         }  # fmt: skip
         for what, (args, named) in cases.items():
             r = isotune(*args)
             assert r.returncode == 2, (what, r.stdout, r.stderr)
             no_traceback(r.stderr)
             assert r.stderr.startswith("error: ") and named in r.stderr, (what, r.stderr)
+    assert not missing.exists() and not (tmp_path / "a").exists()  # nothing made by mistake
+    tokens = isotune("token", "list", "--database-url", url).stdout.splitlines()
+    assert tokens[0].split() == ["name", "role", "created", "(UTC)", "revoked", "(UTC)"]
+    assert tokens[1].split()[:2] == ["r", "reader"] and tokens[1].endswith("  -"), tokens
+    assert reader not in "\n".join(tokens)  # never the token itself
 
 
 def test_a_typo_in_training_is_a_422_naming_it_from_the_cli(tmp_path: Path) -> None:

@@ -27,20 +27,28 @@ def test_real_server_lifecycle_and_cli(migrated_db_url: str) -> None:
         t = c.claim("real", "w1")["trial"]
         assert 0.0 <= t["params"]["mu_z"] <= 6.0 and t["task"]["T"] == 10
         assert c.report(t["trial_id"], "w1", [(1, 0.4)])["prune"] is False
-        assert c.complete(t["trial_id"], "w1", 0.7)["state"] == "COMPLETE"
+        assert c.complete(t["trial_id"], "w1", 0.22499999403953552)["state"] == "COMPLETE"
         with pytest.raises(ApiError) as e:
             c.create_study({**SPEC, "sampler": "bogus"})
         assert e.value.status == 422 and "sampler" in str(e.value.detail)
         assert httpx.get(base + "/openapi.json").json()["info"]["title"] == "isotune"
         out = isotune("study", "list", "--server", base)
-        assert out.returncode == 0 and "real" in out.stdout and "complete 1" in out.stdout
-        best = isotune("study", "best", "real", "--server", base)
-        assert best.returncode == 0 and "0.7" in best.stdout
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "real  [active]  complete 1  best 0.225\n", out.stdout
+        # the best trial with its memory time against T/c and its initialization
+        best = isotune("study", "best", "real", "--server", base).stdout.splitlines()
+        assert best[0] == f"real: best trial 0 (id {t['trial_id']}) value 0.225", best
+        assert best[1] == f"params   mu_z={t['params']['mu_z']:.4g}", best
+        assert best[2].startswith("xi_C ") and "T = 10, c = 14.7: T/c = 0.6803" in best[2], best
+        assert best[3].startswith("init     mu_r=0 ") and "mu_z=" in best[3], best
         watch = isotune("study", "watch", "real", "--once", "--server", base)
         assert watch.returncode == 0, watch.stderr
         lines = watch.stdout.splitlines()
-        assert lines[0].startswith("real  [active]  complete 1") and "best 0.7" in lines[0]
-        assert lines[2].split()[:2] == ["0", "COMPLETE"] and "w1" in lines[2]
+        assert lines[0].startswith("real  [active]  complete 1") and "best 0.225" in lines[0]
+        assert lines[1] == (
+            "gru on adding, T = 10, prior restrict, c = 14.7: trainable when xi_C >= T/c = 0.6803"
+        ), lines
+        assert lines[3].split()[:2] == ["0", "COMPLETE"] and "w1" in lines[3]
 
 
 def test_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import optuna
 import pytest
@@ -39,8 +40,14 @@ def test_study_lifecycle(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["prune"] is False
     done = client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": "w1", "value": 0.9})
     assert done.status_code == 200 and done.json()["state"] == "COMPLETE"
-    again = client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": "w1", "value": 0.1})
+    again = client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": "w1", "value": 0.9})
     assert again.status_code == 200 and again.json()["value"] == 0.9  # idempotent, recorded
+    # another outcome for a finished trial is refused, the recorded one kept
+    other_value = client.post(f"{V1}/trials/{tid}/complete", json={"worker_id": "w1", "value": 0.1})
+    assert other_value.status_code == 409 and other_value.json()["field"] == "value"
+    other_state = client.post(f"{V1}/trials/{tid}/fail", json={"worker_id": "w1"})
+    assert other_state.status_code == 409 and other_state.json()["field"] == "state"
+    assert client.get(f"{V1}/trials/{tid}").json()["value"] == 0.9
     failed = client.post(f"{V1}/trials/{other['trial_id']}/fail", json={"worker_id": "w2"})
     assert failed.json()["state"] == "FAIL"
     s = client.get(V1 + "/studies/s1").json()
@@ -48,7 +55,14 @@ def test_study_lifecycle(client: TestClient) -> None:
     assert s["best"]["value"] == 0.9
     page = client.get(V1 + "/studies/s1/trials", params={"limit": 1}).json()
     assert page["total"] == 2 and len(page["trials"]) == 1
-    assert client.get(f"{V1}/trials/{tid}").json()["intermediate_values"] == {"1": 0.2, "2": 0.3}
+    shown = client.get(f"{V1}/trials/{tid}").json()
+    assert shown["intermediate_values"] == {"1": 0.2, "2": 0.3}
+    # times in UTC with their offset, within a minute of now
+    start = datetime.fromisoformat(shown["datetime_start"])
+    assert (
+        shown["datetime_start"].endswith("+00:00") and shown["datetime_complete"][-6:] == "+00:00"
+    )
+    assert abs((datetime.now(UTC) - start).total_seconds()) < 60
 
 
 def test_budget_then_done(client: TestClient) -> None:
@@ -278,11 +292,14 @@ def test_a_finished_trial_is_never_handed_back(client: TestClient) -> None:
     assert again["trial_id"] != first["trial_id"]
     with client.app.state.service.sessions() as session:
         assert session.get(Lease, first["trial_id"]).state == "finished"
-    # a repeated completion of the first trial answers its recorded value and changes nothing
-    r = client.post(
-        f"{V1}/trials/{first['trial_id']}/complete", json={"worker_id": "w", "value": 0}
-    )
+    # a repeated completion of the first trial answers its recorded value; another value is a
+    # conflict that changes nothing
+    url = f"{V1}/trials/{first['trial_id']}/complete"
+    r = client.post(url, json={"worker_id": "w", "value": 1})
     assert r.json()["state"] == "COMPLETE" and r.json()["value"] == 1
+    r = client.post(url, json={"worker_id": "w", "value": 0})
+    assert r.status_code == 409 and r.json()["field"] == "value", r.text
+    assert client.get(f"{V1}/trials/{first['trial_id']}").json()["value"] == 1
 
 
 def test_heartbeat_after_the_reaper_is_a_conflict(client: TestClient) -> None:

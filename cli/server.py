@@ -4,6 +4,8 @@ of the service from the command line (its database from ``--database-url`` or
 
 from __future__ import annotations
 
+import errno
+import socket
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
@@ -191,10 +193,15 @@ def serve_cmd(
     try:
         mode = "WITHOUT authentication (local development)" if no_auth else "with bearer tokens"
         where = f"http://{host}:{port}/api/v1, database {redact(url)}, {mode}"
+        sock = listen(host, port)  # before the banner: a port in use is one line, exit 2
         if workers == 1:
-            app = build_app(Settings(database_url=url, auth=not no_auth, **tuned))
-            typer.echo(f"isotune server on {where}", err=True)
-            uvicorn.run(app, host=host, port=port, log_level="warning")
+            try:
+                app = build_app(Settings(database_url=url, auth=not no_auth, **tuned))
+                typer.echo(f"isotune server on {where}", err=True)
+                config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+                uvicorn.Server(config).run(sockets=[sock])
+            finally:
+                sock.close()
             return
         upgrade(url)  # once, before the processes start
         # every process builds its app from the same settings, pickled into it
@@ -204,14 +211,37 @@ def serve_cmd(
         metrics_dir = tempfile.mkdtemp(prefix="isotune-metrics-")
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         typer.echo(f"isotune server ({workers} processes) on {where}", err=True)
-        _serve_processes(settings, host, port, workers)
+        _serve_processes(settings, host, port, workers, sock)
         shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if lock is not None:
             lock.close()
 
 
-def _serve_processes(settings: Any, host: str, port: int, workers: int) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds it, for its processes to inherit);
+    :class:`OptionError` naming the port when it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except OSError as e:
+        raise OptionError("host", host, f"cannot resolve it ({e.strerror or e})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        reason = e.strerror or str(e)
+        if e.errno == errno.EADDRINUSE:
+            reason += " (another server? pick another --port)"
+        raise OptionError("port", port, f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_processes(
+    settings: Any, host: str, port: int, workers: int, sock: socket.socket
+) -> None:
     """``workers`` uvicorn processes on one socket, each running ``build_app(settings)``
     (uvicorn's own supervisor: it restarts a process that dies and stops them all on SIGTERM)."""
     import functools
@@ -230,7 +260,6 @@ def _serve_processes(settings: Any, host: str, port: int, workers: int) -> None:
         workers=workers,
         log_level="warning",
     )
-    sock = config.bind_socket()
     try:
         if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
             Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
@@ -287,10 +316,16 @@ def dashboard_cmd(
             pass
 
     mode = "WITHOUT authentication" if no_auth else "with isotune tokens (HTTP Basic password)"
+    try:
+        httpd = make_server(host, port, app, server_class=Server, handler_class=Quiet)
+    except OSError as e:  # before the banner: a port in use is one line, exit 2
+        raise OptionError(
+            "port", port, f"cannot listen on {host}:{port}: {e.strerror or e}"
+        ) from None
     typer.echo(
         f"optuna-dashboard on http://{host}:{port}/dashboard {mode}, database {redact(url)}, "
         f"artifacts in {artifact_dir}",
         err=True,
     )
-    with make_server(host, port, app, server_class=Server, handler_class=Quiet) as httpd:
+    with httpd:
         httpd.serve_forever()

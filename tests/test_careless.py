@@ -76,6 +76,7 @@ def test_cli_mistakes_end_in_one_line_and_exit_2(tmp_path: Path) -> None:
     empty.touch()
     with serve(url, auth=True) as server:
         base = ["--server", server.base]
+        port = server.base.rsplit(":", 1)[1]
         cases = {
             "no token": (["study", "list", *base], "authorization"),
             "reader creates": (
@@ -91,6 +92,11 @@ def test_cli_mistakes_end_in_one_line_and_exit_2(tmp_path: Path) -> None:
                                     "database_url="),
             "tokens, not isotune's": (["token", "list", "--database-url", f"sqlite:///{empty}"],
                                       "no isotune tables"),
+            # the port is taken: one line before any banner
+            "port in use": (["serve", "--port", port, "--no-auth",
+                             "--database-url", f"sqlite:///{tmp_path / 'other.db'}"], "port="),
+            "dashboard port in use": (["dashboard", "--port", port, "--no-auth",
+                                       "--database-url", url], "port="),
         }  # fmt: skip
         for what, (args, named) in cases.items():
             r = isotune(*args)

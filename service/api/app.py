@@ -42,6 +42,47 @@ def create_app(database_url: str, *, auth: bool = True, migrate: bool = True) ->
     return build_app(Settings(database_url=database_url, auth=auth, migrate=migrate))
 
 
+#: Where /docs and /redoc load their scripts and styles from (this server, not a CDN).
+DOCS_ASSETS = "/docs-assets"
+
+
+def _docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their files served by this server, so they work
+    on a machine without internet. Like ``/openapi.json`` they are public: they describe the
+    API and hold no data; every ``/api/v1`` route but health and readiness needs a token."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="isotune API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="isotune API",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def build_app(settings: Settings) -> FastAPI:
     """The API as ``settings`` say (``isotune serve`` calls it once per server process)."""
     url = settings.database_url
@@ -96,7 +137,10 @@ def build_app(settings: Settings) -> FastAPI:
         version="1",
         description="Hyperparameter search for gated RNNs with a mean-field time-scale prior.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: FastAPI's pages load them from a CDN
+        redoc_url=None,
     )
+    _docs(app)
     app.state.settings = settings
     app.state.service = service
     app.state.engine = engine

@@ -13,7 +13,12 @@ __all__ = ["worker_cmd"]
 
 def worker_cmd(
     study: Annotated[
-        list[str], typer.Option("--study", help="Study to work on (repeat for several, in turn).")
+        list[str],
+        typer.Option(
+            "--study",
+            envvar="ISOTUNE_STUDY",
+            help="Study to work on (repeat for several, in turn; ISOTUNE_STUDY: space-separated).",
+        ),
     ],
     server: ServerOpt = "http://127.0.0.1:8000",
     token: TokenOpt = None,

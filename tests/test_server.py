@@ -46,7 +46,7 @@ def test_real_server_lifecycle_and_cli(migrated_db_url: str) -> None:
         lines = watch.stdout.splitlines()
         assert lines[0].startswith("real  [active]  complete 1") and "best 0.225" in lines[0]
         assert lines[1] == (
-            "gru on adding, T = 10, prior restrict, c = 14.7: trainable when xi_C >= T/c = 0.6803"
+            "gru on adding, T = 10, prior off, c = 14.7: trainable when xi_C >= T/c = 0.6803"
         ), lines
         assert lines[3].split()[:2] == ["0", "COMPLETE"] and "w1" in lines[3]
 

@@ -12,9 +12,10 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
+from service.api import build_app, create_app
 from service.auth import create_token
 from service.models import Lease, StudyRecord
+from service.settings import Settings
 from tests.support.api import V1, claim, create, metric
 from tests.support.specs import API as SPEC
 
@@ -383,29 +384,35 @@ def test_metrics_move_with_the_trials(client: TestClient) -> None:
 
 
 def test_a_study_deleted_during_a_reaper_pass_is_an_orphan_not_a_traceback(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    migrated_db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """optuna-dashboard deletes a study while the reaper is reaping its expired lease (after the
     pass listed it, before the trial is failed): the pass says once that the study is orphaned,
-    with no traceback, and the next passes say nothing more."""
-    create(client, lease_seconds=0.3, budget=2)
-    service = client.app.state.service
-    claim(client, "dead")
-    time.sleep(0.5)
-    storage = service.reaper.leases.store.storage
-    get_trial = storage.get_trial
+    with no traceback, and the next passes say nothing more. (No background reaper here: the
+    passes are the test's.)"""
+    settings = Settings(database_url=migrated_db_url, auth=False, migrate=False, reap_interval=3600)
+    with TestClient(build_app(settings)) as client:
+        create(client, lease_seconds=0.3, budget=2)
+        service = client.app.state.service
+        held = claim(client, "dead")["trial"]["trial_id"]
+        time.sleep(0.5)
+        storage = service.reaper.leases.store.storage
+        get_trial, seen = storage.get_trial, []
 
-    def deleted_meanwhile(trial_id: int):  # the pass has read the trial, then the delete lands
-        got = get_trial(trial_id)
-        optuna.delete_study(study_name="s1", storage=service.storage)
-        return got
+        def deleted_meanwhile(trial_id: int):  # the pass has read the trial, then the delete
+            seen.append(trial_id)
+            got = get_trial(trial_id)
+            optuna.delete_study(study_name="s1", storage=service.storage)
+            return got
 
-    storage.get_trial = deleted_meanwhile
-    with caplog.at_level("WARNING", logger="isotune.service"):
-        service.reaper.reap_all()
-        del storage.get_trial
-        service.reaper.reap_all()
+        storage.get_trial = deleted_meanwhile
+        with caplog.at_level("WARNING", logger="isotune.service"):
+            service.reaper.reap_all()
+            del storage.get_trial
+            service.reaper.reap_all()
+        studies = client.get(V1 + "/studies").json()
+    assert seen == [held], seen  # the pass did reach the expired lease's trial
     messages = [r.getMessage() for r in caplog.records]
     assert not any(r.exc_info for r in caplog.records), messages
     assert len([m for m in messages if "'s1' is skipped by the reaper" in m]) == 1, messages
-    assert client.get(V1 + "/studies").json()[0]["state"] == "orphaned"
+    assert studies[0]["state"] == "orphaned"

@@ -40,6 +40,7 @@ from service.cache import CachedStudy, StudyCache
 from service.errors import Conflict, NotFound
 from service.exports import ATTEMPT_ATTR, WORKER_ATTR, finite_or_none
 from service.models import Lease, StudyRecord
+from service.optuna_compat import set_user_attrs
 from service.optuna_compat import trial_id as trial_id_of
 from service.prior import PriorSampler
 from service.search import make_sampler
@@ -47,11 +48,13 @@ from service.states import LeaseState, StudyState
 from service.store import Store, aware, now, orphaned
 from service.workerlog import MAX_HELD, WorkerLog
 
-__all__ = ["ATTEMPT_ATTR", "FINISHED", "THEORY_ATTR", "WORKER_ATTR", "Leases"]
+__all__ = ["ATTEMPT_ATTR", "FINISHED", "THEORY_ATTR", "THEORY_COLUMNS", "WORKER_ATTR", "Leases"]
 
 log = logging.getLogger("isotune.service")
 
 THEORY_ATTR = "isotune_theory"
+#: Numbers of the theory record also stored as user attributes of their own (dashboard columns).
+THEORY_COLUMNS = ("xi_c", "margin", "predicted_trainable", "T_log_m1")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -304,14 +307,18 @@ class Leases:
             ),
         )
         theory = None
+        attrs: dict[str, Any] = {WORKER_ATTR: worker_id}
         if info.prior is not None:
             try:
                 theory = info.prior.numbers(trial.params)
             except MeanFieldError:  # the theory has no answer here: the trial runs without
                 log.warning("no theory numbers for trial %s of %r", trial_id_of(trial), name)
             else:
-                trial.set_user_attr(THEORY_ATTR, theory)
-        trial.set_user_attr(WORKER_ATTR, worker_id)
+                # the whole record, and its key numbers one by one: optuna-dashboard's table
+                # sorts and filters on a user attribute only when it is a plain value
+                attrs[THEORY_ATTR] = theory
+                attrs.update({k: theory[k] for k in THEORY_COLUMNS})
+        set_user_attrs(self.store.rdb, trial_id_of(trial), attrs)
         return ClaimResponse(status="assigned", trial=info.assignment(lease, trial.params, theory))
 
     def _lease(

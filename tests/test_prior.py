@@ -156,6 +156,10 @@ def test_claimed_trials_carry_the_theory_numbers(client: TestClient) -> None:
             assert theory["predicted_trainable"] and theory["xi_c"] >= 100 / MEASURED_C["lstm"]
         stored = client.get(f"/api/v1/trials/{got['trial']['trial_id']}").json()
         assert stored["user_attrs"]["isotune_theory"] == theory
+        # the key numbers also on their own, as optuna-dashboard's table sorts and filters them
+        for key in ("xi_c", "margin", "predicted_trainable", "T_log_m1"):
+            assert stored["user_attrs"][key] == theory[key], key
+        assert stored["user_attrs"]["isotune_worker"] == "w"
 
 
 @pytest.mark.slow

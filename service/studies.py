@@ -229,13 +229,15 @@ class Studies:
         trials = [trial_info(t) for t in self.store.trials(rec)]
         spec = info.spec
         trained = -math.inf  # minimized: every completed trial counts
+        means = "every completed trial (a minimized study)"
         if spec.direction == "maximize":
             chance = task_spec(spec.task.name, spec.task.T, **spec.task.options).chance
             trained = 0.5 * (chance + 1.0)
+            means = f"value ≥ {trained:.3g}: halfway from chance {chance:.3g} to 1"
         title = (
             f"{name}: {spec.cell} on {spec.task.name}, T = {spec.task.T}, prior {spec.prior.mode}"
         )
-        return prior_map(info.prior, trials, title, trained)
+        return prior_map(info.prior, trials, title, trained, means)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:
         try:

@@ -229,3 +229,54 @@ def claim_trial(client: TestClient, study: str, worker: str) -> dict:
     r = client.post(f"/api/v1/studies/{study}/claim", json={"worker_id": worker})
     assert r.status_code == 200 and r.json()["status"] == "assigned", r.text
     return r.json()["trial"]
+
+
+def _map_trial(number: int, state: str, params: dict, value: float | None = None) -> dict:
+    return {"number": number, "state": state, "value": value, "params": params, "user_attrs": {}}
+
+
+def test_prior_map_line_is_the_exact_boundary_and_says_what_trained_means() -> None:
+    """The line ξ_C = T/c is solved for on each row: a hair to its right is feasible and a hair
+    to its left is not (a trial with margin +0.02 is drawn inside). A retry's outcome covers its
+    failed attempt at the same point; the legend says what "trained" means; the ridge of
+    diverging ξ_C is labelled where the picture has one."""
+    import io
+
+    import matplotlib.image as mpimg
+
+    from service.plots import COLORS, _boundary, prior_map
+
+    prior = study_prior(
+        spec(space={"mu_f": specs.PRIOR_SPACE["mu_f"], "nu": specs.PRIOR_SPACE["nu"]})
+    )
+    ys = np.linspace(0.3, 3.0, 7)
+    xs = np.linspace(-2.0, 8.0, 9)  # a coarse grid: the line must not inherit its coarseness
+    gx, gy = np.meshgrid(xs, ys)
+    grid = [{"mu_f": float(a), "nu": float(b)} for a, b in zip(gx.ravel(), gy.ravel(), strict=True)]
+    log_xi = np.log10(prior.evaluate(grid)["xi_c"]).reshape(gx.shape)
+    edge = _boundary(prior, {}, "mu_f", "nu", xs, ys, log_xi)
+    assert np.isfinite(edge).all()
+    for x, y in zip(edge, ys, strict=True):
+        margins = prior.evaluate([{"mu_f": x + d, "nu": y} for d in (-1e-4, 1e-4)])["margin"]
+        assert margins[0] < 0 <= margins[1], (x, y, margins)
+
+    same = {"mu_f": 5.0, "nu": 1.0}
+    trials = [_map_trial(0, "FAIL", same), _map_trial(1, "COMPLETE", same, 0.9)]
+    drawn = prior_map(prior, trials, "t", trained=0.55, trained_means="value ≥ 0.55")
+    image = mpimg.imread(io.BytesIO(drawn.png), format="png")[:, :, :3]
+    _, x, y = drawn.positions[1]
+    assert np.allclose(image[round(y), round(x)], COLORS["trained"], atol=0.06)
+    assert "trained (value ≥ 0.55)" in drawn.legend and "failed" in drawn.legend
+    assert drawn.ridge is None  # independent inputs: ξ_C stays finite and smooth here
+
+    shared = study_prior(
+        spec(
+            task={"name": "copy", "T": 300},
+            space={
+                "mu_f": {"type": "float", "low": -2.0, "high": 12.0},
+                "nu": specs.PRIOR_SPACE["nu"],
+            },
+        )
+    )
+    ridge = prior_map(shared, [], "t").ridge
+    assert ridge is not None and 3.0 < ridge[0] < 10.0, ridge  # the diagonal of the shared regime

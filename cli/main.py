@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from cli.demo import demo_cmd
 from cli.server import dashboard_cmd, db_app, serve_cmd, token_app
 from cli.study import study_app
+from cli.task import task_app
 from cli.theory import theory_app
 from cli.train import train_cmd
 from cli.trainmap import trainmap_cmd
@@ -89,6 +90,7 @@ app.command("worker", short_help="Pull trials from a server, train them, report.
 app.add_typer(study_app, name="study")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(task_app, name="task")
 
 
 @app.callback()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -101,7 +102,10 @@ class TaskSpec:
     @property
     def chance(self) -> float:
         """Accuracy of guessing: 1/n_outputs for classification; for ``adding``, always answering
-        the mean 1 (the sum of two U(0, 1) has a triangular law: P(|y − 1| < a) = 2a − a²)."""
+        the mean 1 (the sum of two U(0, 1) has a triangular law: P(|y − 1| < a) = 2a − a²); a
+        python task's own ``chance`` option when it gives one."""
+        if self.options.get("chance") is not None:
+            return float(self.options["chance"])
         if self.loss == "ce":
             return 1.0 / self.n_outputs
         a = ADDING_TOLERANCE
@@ -166,6 +170,48 @@ def _directory(key: str, value: Any) -> str:
     return os.fspath(value)
 
 
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _factory(key: str, value: Any) -> str:
+    if value is None:
+        raise TaskError(key, value, "required option: the factory as 'module:function'")
+    if not isinstance(value, str) or not _FACTORY.match(value):
+        raise TaskError(key, value, "must be 'module:function' (e.g. mytasks:make)")
+    return value
+
+
+def _args(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TaskError(key, value, "must be a mapping of keyword arguments for the factory")
+    return dict(value)
+
+
+def _required(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    def required(key: str, value: Any) -> Any:
+        if value is None:
+            raise TaskError(key, value, "required option of a python task (isotune task measure)")
+        return check(key, value)
+
+    return required
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda key, value: None if value is None else check(key, value)
+
+
+def _moment(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0 <= value < math.inf):
+        raise TaskError(key, value, "must be a finite number >= 0")
+    return float(value)
+
+
+def _probability(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0 <= value <= 1):
+        raise TaskError(key, value, "must be a number in [0, 1]")
+    return float(value)
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "n_symbols": _positive_int(1),
     "alphabet": _positive_int(2),
@@ -174,6 +220,19 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "noise_std": _positive_float,
     "num_samples": _positive_int(100),
     "data_dir": _directory,
+    # a python task (docs: README "Your own task")
+    "factory": _factory,
+    "args": _args,
+    "input_size": _required(_positive_int(1)),
+    "n_outputs": _required(_positive_int(1)),
+    "loss": _choice("ce", "mse"),
+    "output_steps": _positive_int(1),
+    "prefix": _positive_int(0),
+    "suffix": _positive_int(0),
+    "R": _required(_moment),
+    "regime": _required(_choice("independent", "shared")),
+    "R_ab": _optional(_moment),
+    "chance": _optional(_probability),
 }
 
 _PADDED = {"padding": "zeros", "noise_std": 1.0}
@@ -207,6 +266,25 @@ TASKS: Mapping[str, TaskInfo] = MappingProxyType(
                 "seq_cifar10",
                 "CIFAR-10 (python pickles), then T padding steps",
                 {"data_dir": None, "mode": "rows", **_PADDED},
+            ),
+            TaskInfo(
+                "python",
+                "your own task: a factory 'module:function' the worker imports, with its shape "
+                "and the input statistics of its bridge (isotune task measure finds them)",
+                {
+                    "factory": None,
+                    "args": {},
+                    "input_size": None,
+                    "n_outputs": None,
+                    "loss": "ce",
+                    "output_steps": 1,
+                    "prefix": 0,
+                    "suffix": 0,
+                    "R": None,
+                    "regime": None,
+                    "R_ab": None,
+                    "chance": None,
+                },
             ),
         )
     }
@@ -264,6 +342,20 @@ def task_spec(name: str, T: int, **options: Any) -> TaskSpec:
             R=1.0 / input_size,
             regime="shared",
             options=opts,
+        )
+    if name == "python":
+        return TaskSpec(
+            name,
+            opts["input_size"],
+            opts["n_outputs"],
+            opts["loss"],
+            output_steps=opts["output_steps"],
+            T=T,
+            seq_len=opts["prefix"] + T + opts["suffix"],
+            R=opts["R"],
+            regime=opts["regime"],
+            options=opts,
+            R_ab=opts["R_ab"],
         )
     if name == "adding":
         return TaskSpec(

@@ -159,10 +159,25 @@ def test_spec_numbers_for_T_100() -> None:
         "mnist1d": (1, 10, "ce", 1, 140, 0.0, 0.0, "shared"),
         "padded_mnist": (28, 10, "ce", 1, 128, 0.0, 0.0, "shared"),
         "seq_cifar10": (96, 10, "ce", 1, 132, 0.0, 0.0, "shared"),
+        "python": (3, 2, "mse", 2, 107, 0.5, 0.25, "shared"),
     }
+    own = {
+        "factory": "m:f",
+        "input_size": 3,
+        "n_outputs": 2,
+        "loss": "mse",
+        "output_steps": 2,
+        "prefix": 4,
+        "suffix": 3,
+        "R": 0.5,
+        "R_ab": 0.25,
+        "regime": "shared",
+        "chance": 0.3,
+    }
+    options = {"padded_mnist": d, "seq_cifar10": d, "python": own}  # fmt: skip
     assert set(expected) == set(TASKS)
     for name, row in expected.items():
-        s = task_spec(name, 100, **(d if name in ("padded_mnist", "seq_cifar10") else {}))
+        s = task_spec(name, 100, **options.get(name, {}))
         got = (s.input_size, s.n_outputs, s.loss, s.output_steps, s.seq_len, s.R, s.R_ab, s.regime)
         assert got == pytest.approx(row), name
     noisy = task_spec("padded_mnist", 100, mode="pixels", padding="noise", noise_std=0.5, **d)
@@ -171,6 +186,7 @@ def test_spec_numbers_for_T_100() -> None:
     )  # fmt: skip
     assert task_spec("copy", 100, n_symbols=10, alphabet=3).seq_len == 120
     assert task_spec("adding", 100).chance == pytest.approx(2 * 0.04 - 0.04**2)
+    assert task_spec("python", 100, **own).chance == 0.3  # a python task's own
 
 
 @pytest.mark.parametrize(("name", "opts"), VARIANTS, ids=IDS)
@@ -409,3 +425,30 @@ def test_taskspec_imports_without_torch() -> None:
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_python_task_errors_name_the_factory_and_the_shape(tmp_path: Path, monkeypatch) -> None:
+    """A python task: the factory that cannot be imported (given back by a worker: a machine
+    without the module), one that is not there, and a batch of the wrong shape, each named."""
+    from workers.agent import _environment
+
+    (tmp_path / "badtasks.py").write_text(
+        "import torch\n"
+        "class Short:\n"
+        "    def sample(self, batch_size, generator, split):\n"
+        "        return torch.zeros(3, batch_size, 2), torch.zeros(1, batch_size).long()\n"
+        "def make(T, seed):\n"
+        "    return Short()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    opts = {"input_size": 2, "n_outputs": 2, "R": 0.0, "regime": "shared", "prefix": 1}
+    with pytest.raises(TaskError) as missing:
+        make_task("python", 5, factory="nosuchmodule:make", **opts)
+    assert missing.value.field == "factory" and _environment(missing.value)
+    with pytest.raises(TaskError, match="has no 'nope'") as absent:
+        make_task("python", 5, factory="badtasks:nope", **opts)
+    assert not _environment(absent.value)
+    task = make_task("python", 5, factory="badtasks:make", **opts)
+    with pytest.raises(TaskError, match=r"\(6, 4, 2\)") as shape:
+        task.sample(4, gen(0))
+    assert shape.value.field == "x" and shape.value.value == (3, 4, 2)

@@ -197,6 +197,8 @@ def _environment(e: BaseException) -> bool:
         return True
     if isinstance(e, TaskError) and e.field == "data_dir":
         return True
+    if isinstance(e, TaskError) and e.field == "factory" and "cannot import" in e.reason:
+        return True  # a python task's module is not installed on this machine
     text = str(e)
     return isinstance(e, RuntimeError) and ("CUDA error" in text or "out of memory" in text)
 

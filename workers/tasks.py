@@ -46,7 +46,15 @@ import torch
 
 from contract.tasks import ADDING_TOLERANCE, TaskError, TaskSpec, adding_window, task_spec
 
-__all__ = ["Task", "TaskError", "TaskSpec", "make_task"]
+__all__ = [
+    "PythonTask",
+    "Task",
+    "TaskError",
+    "TaskSpec",
+    "load_factory",
+    "make_task",
+    "measure_inputs",
+]
 
 # Fixed standardization constants (mean, std of the [0, 1]-scaled pixels).
 DIGITS_MEAN, DIGITS_STD = 0.3053, 0.3760  # sklearn load_digits, all 1797 images
@@ -130,6 +138,96 @@ class AddingTask(Task):
         return x, y
 
 
+def load_factory(factory: str) -> Any:
+    """The callable ``module:function`` names (a python task's ``factory``), imported from the
+    worker's ``sys.path`` (``PYTHONPATH``); :class:`TaskError` naming ``factory`` otherwise (the
+    agent gives such a trial back: the module is missing on this machine, not wrong)."""
+    module_name, _, attr = factory.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TaskError("factory", factory, f"cannot import {module_name!r} here ({e})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise TaskError("factory", factory, f"{module_name!r} has no {attr!r}")
+    if not callable(obj):
+        raise TaskError("factory", factory, "is not callable")
+    return obj
+
+
+class PythonTask(Task):
+    """A user's own task (``python``): ``factory(T=T, seed=seed, **args)`` returns an object
+    whose ``sample(batch_size, generator, split)`` gives ``(x, y)`` as :meth:`Task.sample`
+    describes; every batch's shape is checked against the declared one."""
+
+    def __init__(self, spec: TaskSpec, seed: int) -> None:
+        super().__init__(spec, seed)
+        make = load_factory(spec.options["factory"])
+        try:
+            self.user = make(T=spec.T, seed=seed, **spec.options["args"])
+        except Exception as e:  # the user's code: say whose it is
+            raise TaskError("factory", spec.options["factory"], f"raised {e!r}") from e
+        if not callable(getattr(self.user, "sample", None)):
+            raise TaskError("factory", spec.options["factory"], "returned no .sample()")
+
+    def _sample(self, batch_size, generator, split):
+        x, y = self.user.sample(batch_size, generator, split)
+        s = self.spec
+        want = (s.seq_len, batch_size, s.input_size)
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != want:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TaskError("x", got, f"a batch's inputs must be (prefix + T + suffix, batch, "
+                            f"input_size) = {want}")  # fmt: skip
+        target = (s.output_steps, batch_size) + ((1,) if s.loss == "mse" else ())
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != target:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise TaskError("y", got, f"a batch's targets must be {target}")
+        return x.float(), (y.long() if s.loss == "ce" else y.float())
+
+
+def measure_inputs(
+    task: Task | Any, T: int, prefix: int, batches: int = 8, batch_size: int = 64, seed: int = 0
+) -> dict[str, Any]:
+    """The bridge statistics the theory needs, measured on sample batches of ``task`` (anything
+    with ``sample(batch_size, generator, split)``) over the steps [prefix, prefix + T): R, the
+    mean of x² over input coordinates; R_ab, the mean of x^a x^b over pairs of different
+    examples; the regime, ``shared`` when different examples see the same bridge inputs, else
+    ``independent``. Also the batch's shape (sequence length, inputs per step, read-out steps)
+    and the loss its targets call for (class indices: ``ce`` with the largest label seen + 1
+    classes; floats of shape (steps, batch, 1): ``mse``)."""
+    gen = torch.Generator().manual_seed(seed)
+    sq = cross = diff = 0.0
+    count, top = 0, -1
+    for _ in range(batches):
+        x, y = task.sample(batch_size, gen, "train")
+        regression = y.is_floating_point() and y.dim() == 3
+        top = top if regression else max(top, int(y.max()))
+        bridge = x[prefix : prefix + T].double()  # (T, B, D)
+        if bridge.shape[0] != T:
+            raise TaskError("prefix", prefix, f"the sequences have {x.shape[0]} steps, fewer "
+                            f"than prefix + T = {prefix + T}")  # fmt: skip
+        a, b = bridge[:, 0::2], bridge[:, 1::2]
+        k = min(a.shape[1], b.shape[1])
+        sq += float((bridge**2).mean())
+        cross += float((a[:, :k] * b[:, :k]).mean())
+        diff += float(((a[:, :k] - b[:, :k]) ** 2).mean())
+        count += 1
+    # E[x^a x^b] is a mean squared for independent examples: a negative estimate is noise
+    R, R_ab, spread = sq / count, max(cross / count, 0.0), diff / count
+    shared = spread <= 1e-9 * max(R, 1e-12)
+    return {
+        "seq_len": int(x.shape[0]),
+        "input_size": int(x.shape[2]),
+        "loss": "mse" if regression else "ce",
+        "n_outputs": 1 if regression else top + 1,  # the largest label seen, plus one
+        "output_steps": int(y.shape[0]),
+        "R": R,
+        "regime": "shared" if shared else "independent",
+        "R_ab": R_ab,
+    }
+
+
 @dataclass(frozen=True)
 class _Arrays:
     """A classification dataset (images or signals, N first); inputs are (x·scale − mean)/std."""
@@ -183,6 +281,8 @@ def make_task(name: str, T: int, seed: int = 0, **options: Any) -> Task:
     spec = task_spec(name, T, **options)
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise TaskError("seed", seed, "must be a non-negative integer")
+    if name == "python":
+        return PythonTask(spec, int(seed))
     if name == "copy":
         return CopyTask(spec, int(seed))
     if name == "adding":

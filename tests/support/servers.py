@@ -195,13 +195,22 @@ def serve(
 
 @contextlib.contextmanager
 def worker(
-    base: str, worker_id: str, *studies: str, retry: float = 20, log: Path | None = None
+    base: str,
+    worker_id: str,
+    *studies: str,
+    retry: float = 20,
+    log: Path | None = None,
+    max_trials: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Proc]:
     """An ``isotune worker`` process on CPU with one thread; SIGKILLed if still there at the end.
-    ``retry``: how long it retries an unreachable or failing server."""
+    ``retry``: how long it retries an unreachable or failing server; ``env``: added to this
+    process's environment."""
     args = ["worker", "--server", base, "--worker-id", worker_id, "--threads", "1",
             "--device", "cpu", "--retry-seconds", str(retry)]  # fmt: skip
     for s in studies:
         args += ["--study", s]
-    with process(args, log=log, kill=True) as proc:
+    if max_trials is not None:
+        args += ["--max-trials", str(max_trials)]
+    with process(args, log=log, kill=True, env=env) as proc:
         yield proc

@@ -152,6 +152,25 @@ def study_archive(
     typer.echo(f"study {s['name']} is {s['state']}")
 
 
+@study_app.command("adopt")
+def study_adopt(
+    name: str,
+    optuna_study: Annotated[
+        str | None,
+        typer.Option(
+            "--optuna-study", help="The Optuna study that carries it on (a rename's new name)."
+        ),
+    ] = None,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """Re-attach an orphaned study (its Optuna study renamed or replaced, e.g. in
+    optuna-dashboard) to the Optuna study now holding it; an admin token."""
+    with _client(server, token) as c:
+        s = c.adopt_study(name, optuna_study)
+    typer.echo(f"study {s['name']} is {s['state']} again, {s['n_trials']} trials")
+
+
 @study_app.command("delete")
 def study_delete(
     name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None

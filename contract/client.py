@@ -185,6 +185,10 @@ class Client:
     def archive_study(self, name: str) -> dict[str, Any]:
         return self.request("POST", f"/studies/{name}/archive")
 
+    def adopt_study(self, name: str, optuna_study: str | None = None) -> dict[str, Any]:
+        """Re-attach an orphaned study to the Optuna study ``optuna_study`` (its new name)."""
+        return self.request("POST", f"/studies/{name}/adopt", json={"optuna_study": optuna_study})
+
     def delete_study(self, name: str) -> None:
         self.request("DELETE", f"/studies/{name}")
 

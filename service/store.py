@@ -28,7 +28,9 @@ __all__ = ["ORPHANED", "Store", "aware", "now", "orphaned"]
 #: Why an orphaned study (its Optuna study deleted or renamed, e.g. in optuna-dashboard) refuses.
 ORPHANED = (
     "its Optuna study is gone (deleted or renamed, e.g. in optuna-dashboard); "
-    "DELETE /api/v1/studies/{name} (isotune study delete) removes what isotune kept of it"
+    "DELETE /api/v1/studies/{name} (isotune study delete) removes what isotune kept of it; "
+    "POST /api/v1/studies/{name}/adopt (isotune study adopt {name} --optuna-study NEW) "
+    "re-attaches it to the Optuna study NEW (a rename copies the study under the new name)"
 )
 
 

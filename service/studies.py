@@ -139,6 +139,61 @@ class Studies:
             self.cache.drop(name)
             self.leases.forget(name)
 
+    def adopt_study(self, name: str, optuna_study: str | None = None) -> dict[str, Any]:
+        """Re-attach an orphaned study to the Optuna study ``optuna_study`` (default: one of its
+        own name), which then carries the study on under that name. optuna-dashboard's rename
+        copies a study under the new name and deletes the old: adopting the copy continues the
+        search with its trials. The orphan's leases end (their trials were the old study's); a
+        trial the copy holds RUNNING is failed by the reaper once older than a lease."""
+        target = optuna_study or name
+        with self.store.study_lock(name):
+            spec, rec = self.store.spec(name)
+            try:
+                self.store.trials(rec)
+            except Conflict:
+                pass  # orphaned: what adopting is for
+            else:
+                raise Conflict(
+                    "study", name, "is not orphaned: its Optuna study is there (nothing to adopt)"
+                )
+            try:
+                new_id = self.store.rdb.get_study_id_from_name(target)
+            except KeyError:
+                raise NotFound("optuna_study", target) from None
+            direction = self.store.rdb.get_study_directions(new_id)
+            if [d.name.lower() for d in direction] != [spec.direction]:
+                raise Conflict(
+                    "optuna_study", target, f"its direction is not the study's {spec.direction}"
+                )
+            waiting = len(
+                self.store.rdb.get_all_trials(new_id, deepcopy=False, states=(TrialState.WAITING,))
+            )
+            with self.store.sessions.begin() as session:
+                owner = session.scalars(
+                    select(StudyRecord.name).where(StudyRecord.optuna_study_id == new_id)
+                ).first()
+                if owner is not None:
+                    raise Conflict("optuna_study", target, f"belongs to isotune study {owner!r}")
+                if target != name and session.get(StudyRecord, target) is not None:
+                    raise Conflict("optuna_study", target, "an isotune study has that name")
+                session.execute(delete(Lease).where(Lease.study_name == name))
+                session.execute(delete(StudyRecord).where(StudyRecord.name == name))
+                session.flush()
+                session.add(
+                    StudyRecord(
+                        name=target,
+                        optuna_study_id=new_id,
+                        spec={**rec.spec, "name": target},
+                        state=rec.state,
+                        created_at=rec.created_at,
+                        waiting=waiting,
+                    )
+                )
+            for n in {name, target}:
+                self.cache.drop(n)
+                self.leases.forget(n)
+        return self.get_study(target)
+
     def export_study(self, name: str) -> dict[str, Any]:
         """The study's specification and every trial, as JSON (:class:`StudyExport`)."""
         _, rec = self.store.spec(name)

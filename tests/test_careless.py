@@ -178,3 +178,34 @@ def test_the_readme_spec_gets_the_prior_and_off_is_explicit(tmp_path: Path) -> N
         for n in range(3):
             theory = c.claim("lstm-copy-300", f"w{n}")["trial"]["theory"]
             assert theory["mode"] == "restrict" and theory["predicted_trainable"], theory
+
+
+def test_a_study_renamed_in_the_dashboard_is_adopted(db_url: str) -> None:
+    """optuna-dashboard's rename (a copy under the new name, the old one deleted) leaves the
+    study orphaned; ``isotune study adopt`` re-attaches it to the copy, which carries the search
+    on under its new name with its trials; adopting a study that is not orphaned is a 409."""
+    with serve(db_url) as server, Client(server.base, retry_seconds=5) as c:
+        c.create_study(specs.api(name="old", budget=4))
+        first = c.claim("old", "w")["trial"]
+        c.complete(first["trial_id"], "w", 0.5)
+        c.claim("old", "w2")  # running at the rename
+        storage = optuna.storages.RDBStorage(db_url)
+        try:  # what the dashboard's rename does
+            optuna.copy_study(from_study_name="old", from_storage=storage, to_storage=storage,
+                              to_study_name="new")  # fmt: skip
+            optuna.delete_study(study_name="old", storage=storage)
+        finally:
+            storage.engine.dispose()
+        assert c.studies()[0]["state"] == "orphaned"
+        r = isotune("study", "adopt", "old", "--optuna-study", "new", "--server", server.base)
+        assert r.returncode == 0 and "study new is active again, 2 trials" in r.stdout, r.stderr
+        assert [(s["name"], s["state"]) for s in c.studies()] == [("new", "active")]
+        assert c.study("new")["best"]["value"] == 0.5
+        nxt = c.claim("new", "w3")
+        assert nxt["status"] == "assigned" and nxt["trial"]["number"] == 2, nxt
+        again = isotune("study", "adopt", "new", "--server", server.base)
+        assert again.returncode == 2 and again.stderr.startswith(
+            "error: study='new': is not orphaned"
+        )
+        no_traceback(again.stderr)
+        no_traceback(server.output())

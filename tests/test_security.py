@@ -30,6 +30,7 @@ MINIMUM = {
     ("GET", V1 + "/studies"): "reader",
     ("GET", V1 + "/studies/{name}"): "reader",
     ("POST", V1 + "/studies/{name}/archive"): "admin",
+    ("POST", V1 + "/studies/{name}/adopt"): "admin",
     ("DELETE", V1 + "/studies/{name}"): "admin",
     ("GET", V1 + "/studies/{name}/trials"): "reader",
     ("GET", V1 + "/studies/{name}/prior.png"): "reader",

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from contract.wire import Strict
 from service.api.deps import Admin, Reader, ServiceDep, StudyName, TrialId
 from service.schemas import NAME_PATTERN, StudyCreate, StudyExport, StudyInfo, TrialInfo, TrialPage
 
@@ -58,6 +59,18 @@ def get_study(name: StudyName, service: ServiceDep) -> StudyInfo:
 def archive_study(name: StudyName, service: ServiceDep) -> StudyInfo:
     """Stop handing out trials (claims answer ``done``); the trials stay."""
     return service.studies.archive_study(name)  # type: ignore[return-value]
+
+
+class AdoptRequest(Strict):
+    #: the Optuna study to carry the study on (default: one of the study's own name)
+    optuna_study: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+
+
+@router.post("/studies/{name}/adopt", dependencies=[Admin])
+def adopt_study(name: StudyName, body: AdoptRequest, service: ServiceDep) -> StudyInfo:
+    """Re-attach an orphaned study (its Optuna study deleted or renamed, e.g. in
+    optuna-dashboard) to the Optuna study ``optuna_study``, under that name."""
+    return service.studies.adopt_study(name, body.optuna_study)  # type: ignore[return-value]
 
 
 @router.delete("/studies/{name}", status_code=204, dependencies=[Admin])

@@ -9,7 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +25,7 @@ import pytest
 from contract.client import Client
 from tests.support import ROOT, specs
 from tests.support.cli import isotune
+from tests.support.ports import free_port
 from tests.support.servers import REAP_INTERVAL, serve, wait_for
 
 pytestmark = pytest.mark.slow  # real servers, workers and command lines
@@ -151,10 +158,11 @@ def test_a_worker_accepts_the_url_the_server_prints(tmp_path: Path) -> None:
 
 
 def readme_spec() -> str:
-    """The ``spec.yaml`` the README's service section shows (after ``$ cat spec.yaml``)."""
+    """The ``spec.yaml`` the README's service section writes (``$ cat > spec.yaml <<'EOF'``)."""
     text = (ROOT / "README.md").read_text()
-    start = text.index("$ cat spec.yaml\n") + len("$ cat spec.yaml\n")
-    return text[start : text.index("\n$ ", start)] + "\n"
+    head = "$ cat > spec.yaml <<'EOF'\n"
+    start = text.index(head) + len(head)
+    return text[start : text.index("\nEOF\n", start)] + "\n"
 
 
 def test_the_readme_spec_gets_the_prior_and_off_is_explicit(tmp_path: Path) -> None:
@@ -209,3 +217,70 @@ def test_a_study_renamed_in_the_dashboard_is_adopted(db_url: str) -> None:
         )
         no_traceback(again.stderr)
         no_traceback(server.output())
+
+
+def readme_walkthrough() -> list[tuple[str, list[str]]]:
+    """The README's service walk-through (the console block from ``source .venv/bin/activate``):
+    each command (continuation lines and here-documents included) with the lines shown after it."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("$ source .venv/bin/activate\n")
+    lines = text[start : text.index("\n```", start)].splitlines()
+    steps: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(lines):
+        command = [lines[i][2:]]
+        heredoc = command[0].endswith("<<'EOF'")
+        while command[-1].endswith("\\") or (heredoc and command[-1] != "EOF"):
+            i += 1
+            command.append(lines[i])
+        i += 1
+        shown = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            shown.append(lines[i])
+            i += 1
+        steps.append(("\n".join(command), shown))
+    return steps
+
+
+def test_the_readme_service_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """Every command of the README's service walk-through, copied as it stands (its folder and port
+    moved to free ones, the server's banner to a file), runs in bash; what the README shows for
+    the calls whose answers do not depend on random draws is what they print."""
+    port = str(free_port())
+    steps = readme_walkthrough()
+    script = ["set -euo pipefail", f"cd {tmp_path}"]
+    for n, (command, _) in enumerate(steps):
+        command = command.replace("/tmp/svcdemo", str(tmp_path / "svc")).replace("8765", port)
+        if command == "source .venv/bin/activate":
+            command = f"export PATH={Path(sys.executable).parent}:$PATH"
+        script.append(f"echo '::: {n}'")
+        script.append(command)
+        if command.startswith("isotune serve"):  # a person waits for the banner: so does this
+            banner = tmp_path / "server.log"  # (the server must not hold the captured output)
+            script[-1] = command.removesuffix("&") + f"> {banner} 2>&1 &"
+            script.append(f"echo $! > {tmp_path}/server.pid")
+            script.append(f"for i in $(seq 150); do curl -s -o /dev/null http://127.0.0.1:{port}"
+                          "/api/v1/health && break; sleep 0.2; done")  # fmt: skip
+    pid_file = tmp_path / "server.pid"
+    try:
+        run = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    no_traceback(run.stderr)
+    parts = re.split(r"::: (\d+)\n", run.stdout)  # curl prints no newline at its end
+    printed = dict(zip(parts[1::2], parts[2::2], strict=True))
+    exact = 0
+    for n, (command, shown) in enumerate(steps):
+        got = printed.get(str(n), "").strip()
+        if command.startswith("curl") and "/claim" in command:
+            assert json.loads(got)["trial"]["theory"]["mode"] == "restrict", got
+        elif shown and any(
+            k in command for k in ("/report", "/complete", "study list", "/studies")
+        ):
+            assert got == "\n".join(shown).strip(), (command, got)
+            exact += 1
+    assert exact == 4  # the report, the completion, the other completion (409), the list

@@ -44,6 +44,7 @@ from reporting import recorded_args  # noqa: E402
 
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 from contract.client import ApiError, Client  # noqa: E402
+from meanfield.constants import MEASURED_C  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ARMS = {
@@ -72,7 +73,7 @@ def feasible_share(args: argparse.Namespace, n: int = 4000) -> float:
 
     rng = np.random.default_rng(0)
     flat = {k: rng.uniform(v["low"], v["high"], n) for k, v in init_space(args).items()}
-    ok = memory_check(Config.from_flat("lstm", flat), args.T, 13.6 * args.c_scale).ok
+    ok = memory_check(Config.from_flat("lstm", flat), args.T, MEASURED_C["lstm"] * args.c_scale).ok
     return float(np.mean(ok))
 
 
@@ -96,7 +97,7 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
         spec["training"] = {**training, "init": "default" if arm == "a" else "critical"}
     if arm == "c":
         spec["sampler"] = "random"
-    c = 13.6 * args.c_scale
+    c = MEASURED_C["lstm"] * args.c_scale
     if arm == "d":
         spec["prior"] = {"mode": "restrict", "c": c}
     if arm == "e":

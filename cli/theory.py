@@ -28,6 +28,7 @@ from meanfield import (
     fixed_point,
     isometry,
 )
+from meanfield.constants import MEASURED_C
 from meanfield.critical import DEFAULT_C, critical_init
 from meanfield.params import HYPERPARAMETERS
 
@@ -353,10 +354,12 @@ T ≲ c·ξ_C.
 PyTorch default: every weight and bias ~ U(-1/√n, 1/√n), i.e. nu² = 1/3, sigma² = n_in/(3n) = 1/3
   (n_in = n), mu = 0; the bias spread rho² = 2/(3n) (two bias vectors) is negligible (0.005 at
   n = 128) and set to 0.
-Critical: memory-gate bias mu solved for ξ_C = T/c (independent inputs), c = {DEFAULT_C:g}
-  (placeholder until measured), sigma = 1, rho = 0, orthogonal recurrent weights, nu (all gates)
-  the largest of 0.25, 0.5, 0.75, 1 whose T-step Jacobian is near-isometric: |T log m1| ≤ 1 and
-  T·spread ≤ 1 (dynamical isometry).
+Critical: memory-gate bias mu solved for ξ_C = T/c (independent inputs), c = {DEFAULT_C:g}: a
+  memory as long as the bridge, the conservative end of the rule (the trainability maps
+  measured c = {MEASURED_C["lstm"]:g} for the LSTM and {MEASURED_C["gru"]:g} for the GRU on padded
+  digits with 500 training steps: meanfield/constants.py); sigma = 1, rho = 0, orthogonal
+  recurrent weights, nu (all gates) the largest of 0.25, 0.5, 0.75, 1 whose T-step Jacobian is
+  near-isometric: |T log m1| ≤ 1 (5 % slack) and T·spread ≤ 1 (dynamical isometry).
 """
 
 

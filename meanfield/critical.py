@@ -7,7 +7,10 @@ reliable. Bias spreads are set to 0 and recurrent weights default to orthogonal.
 nu (shared by all gates) is the largest candidate whose T-step Jacobian stays near-isometric,
 |T log m₁| ≤ 1 and T (m₂/m₁² − 1) ≤ 1 (docs/theory.md §4): a smaller nu is always more isometric
 (the Jacobian tends to the diagonal D[f]) but leaves the recurrent weights too small to learn with.
-If no candidate meets both bounds, the one closest to them is taken.
+If no candidate meets both bounds, the one closest to them is taken. The bound on |T log m₁| has a
+slack of :data:`LOG_M1_SLACK`: with shared inputs m₁ is χ_C, so at the target ξ_C = T/c the
+rule's own quantity is T log m₁ = −T/ξ_C = −c, exactly on the bound for c = 1, where the
+solver's last digits (and m₁'s small departure from χ_C) decided, and every candidate failed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meanfield.constants import CRITICAL_C
 from meanfield.errors import MeanFieldError
 from meanfield.jacobian import Isometry, isometry
 from meanfield.params import MEMORY_GATE, Config, Inputs, positive_number
@@ -25,13 +29,14 @@ from meanfield.theory import FixedPointResult, fixed_point, memory_time_scale
 
 __all__ = ["DEFAULT_C", "ISOMETRY_BOUND", "NU_CANDIDATES", "CriticalResult", "critical_init"]
 
-#: Trainability constant: trainable when T ≤ c·ξ. Placeholder until the trainability map
-#: (a later measurement) replaces it with a measured value.
-DEFAULT_C = 1.0
+#: The critical recipe's c (ξ_C = T/c = T): see :mod:`meanfield.constants`.
+DEFAULT_C = CRITICAL_C
 #: Recurrent weight scales tried for near-isometry (1.0 with orthogonal weights: an exact rotation).
 NU_CANDIDATES = (0.25, 0.5, 0.75, 1.0)
 #: Bound on |T log m₁| and on T (m₂/m₁² − 1) for a near-isometric T-step Jacobian.
 ISOMETRY_BOUND = 1.0
+#: Relative slack on the |T log m₁| bound (see the module's docstring).
+LOG_M1_SLACK = 0.05
 #: Search range of the memory-gate bias mean.
 MU_RANGE = (-6.0, 40.0)
 
@@ -102,7 +107,8 @@ def critical_init(
     cfg = build(sol.x)
     fp = fixed_point(cfg, inputs)
     iso = isometry(fp.m1, fp.m2, max(1, round(T)), fp.unit_moments)
-    excess = np.maximum(np.abs(iso.log_m1), np.abs(iso.spread)) - ISOMETRY_BOUND
+    log_m1 = np.abs(iso.log_m1) / (1.0 + LOG_M1_SLACK)
+    excess = np.maximum(log_m1, np.abs(iso.spread)) - ISOMETRY_BOUND
     excess = np.where(sol.converged & np.isfinite(excess), excess, np.inf)
     feasible = np.flatnonzero(excess <= 0)
     if feasible.size:  # the largest feasible nu (candidates are in increasing order)

@@ -52,14 +52,11 @@ from meanfield import (
     isometry,
     memory_time_scale,
 )
+from meanfield.constants import MEASURED_C
 from meanfield.params import CELLS, split_name
 
 __all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "theory_names"]
 
-#: The trainability constant c measured by ``isotune trainability-map`` on padded digits
-#: (benchmarks/results/trainability_*_padded_digits.md). The minimalRNN was not measured: it
-#: takes the LSTM's value, the smaller (stricter) of the two.
-MEASURED_C = {"lstm": 13.6, "gru": 14.7, "minimalrnn": 13.6}
 #: Redraws of an infeasible proposal before it is repaired.
 REDRAWS = 4
 #: Most points of the memory-gate bias a repair round scans (vectorized).

@@ -11,7 +11,7 @@ import pytest
 
 from contract.client import Client
 from meanfield import Config, Inputs, memory_check
-from service.prior import MEASURED_C
+from meanfield.constants import MEASURED_C
 from tests.support.servers import serve, wait_for, worker
 from tests.support.specs import TRAINING
 from tests.support.specs import trained as study

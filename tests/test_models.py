@@ -174,6 +174,22 @@ def test_critical_preset(cell: str) -> None:
     )
 
 
+def test_critical_preset_with_shared_inputs_picks_the_isometric_nu() -> None:
+    """The copy task (shared inputs) at T = 30: T log m1 = -c sits on its own bound (c = 1), and
+    every candidate used to fail it by rounding, leaving the smallest nu (0.25). The rule now
+    takes the largest nu whose T-step spread stays within the bound: 0.5 (0.75 spreads 1.09)."""
+    from contract.tasks import task_spec
+
+    s = task_spec("copy", 30)
+    inputs = Inputs(R=s.R, regime=s.regime, R_ab=s.R_ab)
+    res = critical_init("lstm", 30, inputs)
+    assert res.params["nu_f"] == 0.5 and res.converged
+    assert abs(res.isometry.log_m1) == pytest.approx(1.0, abs=0.01)
+    assert res.isometry.spread <= 1.0
+    wider = critical_init("lstm", 30, inputs, nu_candidates=(0.75,))
+    assert wider.isometry.spread > 1.0  # why 0.75 is not taken
+
+
 def test_vanilla_has_no_critical_preset() -> None:
     with pytest.raises(MeanFieldError, match="memory gate") as err:
         resolve_init("vanilla", "critical", T=50)

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meanfield import Config, Inputs, memory_check
-from service.prior import MEASURED_C, PriorSampler
+from meanfield.constants import MEASURED_C
+from service.prior import PriorSampler
 from service.schemas import StudyCreate
 from service.search import study_prior, to_distribution
 from tests.support import specs

@@ -1,0 +1,192 @@
+"""The trainability model: the probability that a trial trains, given the theory's numbers, fitted
+to a study's outcomes by Bayesian logistic regression (docs/theory.md §5).
+
+The rule "trainable when T ≤ c·ξ_C" is a step in u = log(T/ξ_C) at log c. The model softens it
+into a logistic whose parameters are learnt:
+
+    logit P(trained) = a + b·v + q·v² + g·(T·log m₁),   v = u − log c₀
+
+- Before any outcome it equals the rule with the study's c₀: the prior is a Gaussian centred on
+  a = 0, b = −1/w, q = 0, g = 0 (w: the width of the logistic in u, the soft prior's ``width``),
+  with stated spreads (:data:`PRIOR_SD`): the edge log c may move by about 2 (a factor e²)
+  either way before the data have a say, the slope by half its size.
+- A negative q lets the trainable set be a band in u: too long a memory (ξ_C ≫ T) can fail too.
+- The posterior is the Laplace approximation at the maximum a posteriori (Newton's method on the
+  log posterior, which is concave): a Gaussian with the inverse Hessian as covariance. A point's
+  probability averages the logistic over it (the probit approximation of MacKay 1992); its lower
+  credible bound uses the logit's posterior spread.
+- The edge ``c`` (where the logit crosses 0 on the falling side, T·log m₁ = 0) and its interval
+  come from draws of the posterior.
+
+An outcome is (u, T·log m₁, trained): ``trained`` from the study's own threshold (see
+:func:`outcome`); a failed trial counts as nothing. numpy only: the service fits it, and anyone
+may fit it on exported outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PRIOR_SD", "Posterior", "TrainabilityModel", "outcome"]
+
+#: Prior standard deviations of (a, b, q, g): a, b and q in units of the rule's slope 1/w (a: the
+#: edge's shift in log c), g in logit units per unit of T·log m₁.
+PRIOR_SD = (2.0, 0.5, 0.1, 0.5)
+#: Draws of the posterior for the interval of c.
+DRAWS = 4000
+
+
+def outcome(
+    state: str, value: float | None, threshold: float, pruned_value: float | None = None
+) -> bool | None:
+    """Whether a finished trial trained: COMPLETE with ``value`` ≥ ``threshold`` (for a minimized
+    study pass negated values and threshold); PRUNED counts as not trained (pruned at chance);
+    FAIL, RUNNING and WAITING count as nothing (None)."""
+    if state == "COMPLETE" and value is not None and math.isfinite(value):
+        return value >= threshold
+    if state == "PRUNED":
+        return False
+    return None
+
+
+@dataclass
+class Posterior:
+    """A Gaussian over (a, b, q, g)."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+
+    #: log c₀, the centre of the design (v = u − center)
+    center: float = 0.0
+
+    def logit(self, u: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The logit's posterior mean and standard deviation at each point."""
+        X = _design(np.asarray(u, float) - self.center, grad)
+        mu = X @ self.mean
+        var = np.einsum("ij,jk,ik->i", X, self.cov, X)
+        return mu, np.sqrt(np.maximum(var, 0.0))
+
+
+@dataclass
+class TrainabilityModel:
+    """P(trained | u = log(T/ξ_C), T·log m₁) for one study; see the module's docstring.
+
+    ``c`` and ``width``: the rule the prior is centred on (the study's c and the soft prior's
+    width in log units).
+    """
+
+    c: float
+    width: float = 0.5
+    outcomes: list[tuple[float, float, bool]] = field(default_factory=list)
+    _posterior: Posterior | None = None
+
+    @property
+    def prior(self) -> Posterior:
+        s = 1.0 / self.width
+        mean = np.array([0.0, -s, 0.0, 0.0])
+        sd = np.array(PRIOR_SD) * np.array([s, s, s, 1.0])
+        return Posterior(mean, np.diag(sd**2), math.log(self.c))
+
+    def add(self, u: float, grad: float, trained: bool) -> None:
+        """One outcome (a point with infinite u, ξ_C = 0, is clipped to the far side)."""
+        if not (math.isfinite(grad)):
+            grad = 0.0
+        self.outcomes.append((float(np.clip(u, -20.0, 20.0)), float(grad), bool(trained)))
+        self._posterior = None
+
+    @property
+    def posterior(self) -> Posterior:
+        if self._posterior is None:
+            self._posterior = self._fit()
+        return self._posterior
+
+    def _fit(self) -> Posterior:
+        prior = self.prior
+        if not self.outcomes:
+            return prior
+        u, g, y = (np.array(col, float) for col in zip(*self.outcomes, strict=True))
+        X = _design(u - prior.center, g)
+        precision = np.linalg.inv(prior.cov)
+
+        def log_posterior(w: np.ndarray) -> float:
+            z = X @ w
+            d = w - prior.mean
+            return float(y @ z - np.logaddexp(0.0, z).sum() - 0.5 * d @ precision @ d)
+
+        w = prior.mean.copy()
+        current = log_posterior(w)
+        for _ in range(100):  # Newton's method with backtracking: the log posterior is concave
+            p = _sigmoid(X @ w)
+            grad = X.T @ (y - p) - precision @ (w - prior.mean)
+            hess = X.T @ (X * (p * (1 - p))[:, None]) + precision
+            step = np.linalg.solve(hess, grad)
+            t = 1.0
+            while t > 1e-8 and log_posterior(w + t * step) < current:
+                t *= 0.5  # a full step overshoots where the logistic is saturated
+            w = w + t * step
+            current = log_posterior(w)
+            if np.max(np.abs(t * step)) < 1e-10:
+                break
+        p = _sigmoid(X @ w)
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + precision
+        return Posterior(w, np.linalg.inv(hess), prior.center)
+
+    def probability(self, u: Sequence[float], grad: Sequence[float] | None = None) -> np.ndarray:
+        """The posterior probability that each point trains (the logistic averaged over the
+        posterior, by the probit approximation)."""
+        u_arr = np.clip(np.asarray(u, float), -20.0, 20.0)
+        g_arr = np.zeros_like(u_arr) if grad is None else np.nan_to_num(np.asarray(grad, float))
+        mu, sd = self.posterior.logit(u_arr, g_arr)
+        return _sigmoid(mu / np.sqrt(1.0 + math.pi * sd**2 / 8.0))
+
+    def lower_bound(
+        self, u: Sequence[float], grad: Sequence[float] | None = None, z: float = 1.0
+    ) -> np.ndarray:
+        """A lower credible bound of each point's probability of training (the logit's mean
+        minus ``z`` posterior standard deviations: z = 1, about 84 % one-sided)."""
+        u_arr = np.clip(np.asarray(u, float), -20.0, 20.0)
+        g_arr = np.zeros_like(u_arr) if grad is None else np.nan_to_num(np.asarray(grad, float))
+        mu, sd = self.posterior.logit(u_arr, g_arr)
+        return _sigmoid(mu - z * sd)
+
+    def edge(self, level: float = 0.68, seed: int = 0) -> tuple[float, float, float]:
+        """The fitted c: exp of the u where the logit falls through 0 (T·log m₁ = 0), as the
+        posterior median and its central ``level`` interval (from posterior draws)."""
+        rng = np.random.default_rng(seed)
+        post = self.posterior
+        draws = rng.multivariate_normal(post.mean, post.cov, size=DRAWS)
+        roots = np.array([_falling_root(a, b, q) for a, b, q, _ in draws])
+        roots = roots[np.isfinite(roots)]
+        if not roots.size:
+            return (math.nan, math.nan, math.nan)
+        tail = 0.5 * (1.0 - level)
+        lo, mid, hi = np.quantile(roots + post.center, [tail, 0.5, 1.0 - tail])
+        return (math.exp(mid), math.exp(lo), math.exp(hi))
+
+
+def _design(u: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    u = np.asarray(u, float)
+    return np.column_stack([np.ones_like(u), u, u**2, np.asarray(grad, float)])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _falling_root(a: float, b: float, q: float) -> float:
+    """The larger u at which a + b·u + q·u² = 0 with the logit falling there (the edge past
+    which memory is too short); NaN if there is none within |u| ≤ 20."""
+    if abs(q) < 1e-12:
+        return -a / b if b < 0 and abs(a / b) <= 20 else math.nan
+    disc = b * b - 4 * q * a
+    if disc < 0:
+        return math.nan
+    r = np.sort(np.array([(-b - math.sqrt(disc)) / (2 * q), (-b + math.sqrt(disc)) / (2 * q)]))
+    for root in r[::-1]:  # the larger root where the derivative b + 2 q u is negative
+        if abs(root) <= 20 and b + 2 * q * root < 0:
+            return float(root)
+    return math.nan

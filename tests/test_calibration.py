@@ -1,0 +1,80 @@
+"""The trainability model (``service/calibration.py``): before any outcome it is the study's
+rule; as outcomes drawn from a known edge (or a known band) arrive, its posterior moves there."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from service.calibration import TrainabilityModel, outcome
+
+
+def draw(rng: np.random.Generator, n: int, trained) -> list[tuple[float, float, bool]]:
+    u = rng.uniform(-5.0, 5.0, n)
+    return [(float(x), 0.0, bool(rng.random() < trained(x))) for x in u]
+
+
+def test_before_any_outcome_the_model_is_the_rule() -> None:
+    """The prior's mean logit is the soft prior's logistic in log(c·ξ_C/T); averaged over the
+    prior's spread the probability is flatter, but on the same side of 1/2 as the rule."""
+    model = TrainabilityModel(c=13.6, width=0.5)
+    edge = math.log(13.6)
+    u = np.array([edge - 1.0, edge, edge + 1.0])
+    mean, _ = model.posterior.logit(u, np.zeros(3))
+    assert np.allclose(mean, (edge - u) / 0.5)
+    p = model.probability(u)
+    assert p[0] > 0.6 and abs(p[1] - 0.5) < 1e-9 and p[2] < 0.45
+    c, lo, hi = model.edge()
+    assert abs(math.log(c) - edge) < 0.05 and lo < 13.6 / 2 and hi > 13.6 * 2  # wide: a prior
+    assert (model.lower_bound([edge - 1.0]) < p[0]).all()
+
+
+def test_the_posterior_moves_to_a_known_edge() -> None:
+    """Outcomes from c = 5 (width 0.3 in log units), a prior centred on c = 13.6: the edge moves
+    to 5, its interval narrows and holds 5; points between the two edges go from trainable to
+    not."""
+    rng = np.random.default_rng(0)
+    true_c = 5.0
+    data = draw(rng, 640, lambda u: 1 / (1 + math.exp((u - math.log(true_c)) / 0.3)))
+    model = TrainabilityModel(c=13.6, width=0.5)
+    between = math.log(9.0)  # trainable by the prior's rule, not by the truth
+    before = float(model.probability([between])[0])
+    widths, errors = [], []
+    for n in (10, 40, 160, 640):
+        model = TrainabilityModel(c=13.6, width=0.5)
+        for u, g, y in data[:n]:
+            model.add(u, g, y)
+        c, lo, hi = model.edge(level=0.95)
+        widths.append(math.log(hi / lo))
+        errors.append(abs(math.log(c / true_c)))
+    after = float(model.probability([between])[0])
+    assert before > 0.5 > 0.3 > after, (before, after)  # the truth there: 0.12
+    assert errors[-1] < 0.15 and errors[-1] < errors[0], errors
+    assert widths[0] > widths[1] > widths[2] > widths[3], widths
+    assert lo < true_c < hi
+
+
+def test_a_band_is_learnt_when_too_long_a_memory_fails() -> None:
+    """Trainable only for -2.5 ≤ log(T/ξ_C) ≤ log 5: the quadratic term turns negative and a
+    memory far longer than the bridge is no longer called trainable."""
+    rng = np.random.default_rng(1)
+
+    def band(u: float) -> float:
+        return 1 / (1 + math.exp((u - math.log(5)) / 0.3)) / (1 + math.exp((-2.5 - u) / 0.3))
+
+    model = TrainabilityModel(c=13.6, width=0.5)
+    for u, g, y in draw(rng, 300, band):
+        model.add(u, g, y)
+    assert model.posterior.mean[2] < 0  # q: a band
+    far, mid, short = model.probability([-4.5, 0.0, 3.0])
+    assert far < 0.3 and mid > 0.7 and short < 0.2
+    assert abs(math.log(model.edge()[0] / 5.0)) < 0.3
+
+
+def test_what_counts_as_trained() -> None:
+    assert outcome("COMPLETE", 0.8, 0.55) is True
+    assert outcome("COMPLETE", 0.3, 0.55) is False
+    assert outcome("PRUNED", None, 0.55) is False  # pruned at chance: not trained
+    assert outcome("FAIL", None, 0.55) is None  # a failure says nothing about trainability
+    assert outcome("COMPLETE", float("nan"), 0.55) is None

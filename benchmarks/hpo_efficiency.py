@@ -99,9 +99,10 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
         spec["sampler"] = "random"
     c = MEASURED_C["lstm"] * args.c_scale
     if arm == "d":
-        spec["prior"] = {"mode": "restrict", "c": c}
+        # the fixed-c prior these reports measured (calibration, the default since, is not)
+        spec["prior"] = {"mode": "restrict", "c": c, "calibrate": False}
     if arm == "e":
-        spec["prior"] = {"mode": "soft", "c": c}
+        spec["prior"] = {"mode": "soft", "c": c, "calibrate": False}
     return spec
 
 

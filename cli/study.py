@@ -212,6 +212,32 @@ def study_best(
         typer.echo(f"init     {params_text(theory['init'])}")
 
 
+@study_app.command("calibration")
+def study_calibration(
+    name: str, server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None
+) -> None:
+    """The c a calibrated study hands out from now, the fitted edge with its 68 % interval, and
+    the outcomes it rests on (``prior.calibrate``, on by default)."""
+    with _client(server, token) as c:
+        study = c.study(name)
+    cal = study.get("calibration")
+    prior = study["spec"].get("prior") or {}
+    if cal is None:
+        why = (
+            "its prior is off" if prior.get("mode") == "off"
+            else "calibrate is false" if prior.get("calibrate") is False
+            else "no finished trial has been fitted yet (the server refits every few seconds)"
+        )  # fmt: skip
+        typer.echo(f"{name}: not calibrated: {why}")
+        return
+    typer.echo(
+        f"{name}: c = {num(cal['c'])} (P(trained) >= {num(cal['p_min'])}), prior c0 = "
+        f"{num(cal['c0'])}; fitted edge {num(cal['edge'])}, 68% interval "
+        f"{num(cal['low'])}-{num(cal['high'])}; {cal['outcomes']} outcomes, {cal['trained']} "
+        f"trained (value >= {num(cal['threshold'])})"
+    )
+
+
 @study_app.command("trials")
 def study_trials(
     name: str,

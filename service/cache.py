@@ -39,6 +39,9 @@ class CachedStudy:
     study: SkipWaitingStudy
     _prior: object = field(default=_UNSET, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: the last calibration (``service.calibration``) and how many finished trials it saw
+    calibration: Any = None
+    calibrated_on: int = -1
 
     @property
     def prior(self) -> Prior | None:
@@ -112,3 +115,7 @@ class StudyCache:
 
     def drop(self, name: str) -> None:
         self._studies.pop(name, None)
+
+    def cached(self) -> list[CachedStudy]:
+        """The studies this process has cached."""
+        return list(self._studies.values())

@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PRIOR_SD", "Posterior", "TrainabilityModel", "outcome"]
+__all__ = [
+    "PRIOR_SD",
+    "Calibration",
+    "Posterior",
+    "TrainabilityModel",
+    "calibrate",
+    "outcome",
+    "trained_threshold",
+]
 
 #: Prior standard deviations of (a, b, q, g): a, b and q in units of the rule's slope 1/w (a: the
 #: edge's shift in log c), g in logit units per unit of T·log m₁.
@@ -153,6 +161,13 @@ class TrainabilityModel:
         mu, sd = self.posterior.logit(u_arr, g_arr)
         return _sigmoid(mu - z * sd)
 
+    def edge_at(self, p: float) -> float:
+        """The c at which the posterior mean logit equals logit(``p``) on the falling side
+        (T·log m₁ = 0): points with log(T/ξ_C) below log c reach ``p``. NaN if none does."""
+        a, b, q, _ = self.posterior.mean
+        root = _falling_root(a - math.log(p / (1.0 - p)), b, q)
+        return math.exp(root + self.posterior.center) if math.isfinite(root) else math.nan
+
     def edge(self, level: float = 0.68, seed: int = 0) -> tuple[float, float, float]:
         """The fitted c: exp of the u where the logit falls through 0 (T·log m₁ = 0), as the
         posterior median and its central ``level`` interval (from posterior draws)."""
@@ -190,3 +205,66 @@ def _falling_root(a: float, b: float, q: float) -> float:
         if abs(root) <= 20 and b + 2 * q * root < 0:
             return float(root)
     return math.nan
+
+
+def trained_threshold(chance: float, maximize: bool, baseline_loss: float) -> float:
+    """The default "trained" threshold of a study: halfway from the task's chance level to
+    perfect on its metric (accuracy 1 when maximized; loss 0 when minimized)."""
+    return 0.5 * (chance + 1.0) if maximize else 0.5 * baseline_loss
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A study's calibrated criterion: the c it uses now (``c``, where the posterior reaches
+    ``p_min``), the fitted edge with its 68 % interval, and what it rests on."""
+
+    c0: float
+    c: float
+    edge: float
+    low: float
+    high: float
+    p_min: float
+    outcomes: int
+    trained: int
+    threshold: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: _json_number(v) for k, v in self.__dict__.items()}
+
+
+def calibrate(
+    c0: float,
+    width: float,
+    p_min: float,
+    threshold: float,
+    maximize: bool,
+    trials: Sequence[tuple[str, float | None, dict | None]],
+) -> tuple[Calibration, TrainabilityModel]:
+    """Fit the trainability model to a study's finished trials, each (state, value, theory
+    numbers); the c it hands out from is where the posterior reaches ``p_min`` (kept within
+    [c0/100, 100·c0]: the prior's own range)."""
+    model = TrainabilityModel(c=c0, width=width)
+    trained = 0
+    for state, value, theory in trials:
+        if not theory or theory.get("xi_c") is None:
+            continue
+        signed = value if maximize or value is None else -value
+        got = outcome(state, signed, threshold if maximize else -threshold)
+        if got is None:
+            continue
+        xi = float(theory["xi_c"])
+        u = math.log(theory["T"] / xi) if xi > 0 else 20.0
+        model.add(u, float(theory.get("T_log_m1") or 0.0), got)
+        trained += got
+    c = model.edge_at(p_min)
+    c = c0 if not math.isfinite(c) else min(max(c, c0 / 100.0), 100.0 * c0)
+    mid, low, high = model.edge()
+    cal = Calibration(
+        c0=c0, c=c, edge=mid, low=low, high=high, p_min=p_min,
+        outcomes=len(model.outcomes), trained=trained, threshold=threshold,
+    )  # fmt: skip
+    return cal, model
+
+
+def _json_number(x: float | int) -> float | int | None:
+    return x if isinstance(x, int) or math.isfinite(x) else None

@@ -36,6 +36,13 @@ class Service:
         self.studies = Studies(store, self.cache, self.leases)
         self.reaper = Reaper(self.leases)
 
+    def background_pass(self) -> int:
+        """What the server does every few seconds, outside any request: a reaper pass, then
+        the calibrated studies refitted. Returns how many trials the reaper failed."""
+        failed = self.reaper.reap_all()
+        self.studies.recalibrate()
+        return failed
+
     @property
     def sessions(self) -> sessionmaker[Session]:
         return self.store.sessions

@@ -107,6 +107,13 @@ class PriorSpec(Strict):
     strategy: Literal["repair", "timescale"] = "timescale"
     #: proposals of the base sampler the soft prior chooses among
     candidates: Annotated[int, Field(ge=1, le=256)] = 8
+    #: learn c from the study's outcomes (``service.calibration``); false: the fixed c
+    calibrate: bool = True
+    #: restrict hands out points whose probability of training is at least this
+    p_min: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    #: the value from which a completed trial counts as trained (default: halfway from the
+    #: task's chance level to perfect on the study's metric)
+    trained: float | None = None
 
     @field_validator("gradient_bounds")
     @classmethod
@@ -263,6 +270,9 @@ class StudyInfo(BaseModel):
     counts: dict[str, int]
     n_trials: int
     best: BestTrial | None = None
+    #: the calibrated criterion (``service.calibration.Calibration``) as this server process last
+    #: fitted it; None before it has, or with the prior off or ``calibrate: false``
+    calibration: dict[str, float | int | None] | None = None
 
 
 class TrialInfo(BaseModel):

@@ -21,10 +21,12 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 
 from contract.tasks import task_spec
+from meanfield.constants import MEASURED_C
 from service.cache import StudyCache
+from service.calibration import calibrate, trained_threshold
 from service.errors import Conflict, Invalid, NotFound
 from service.exports import export_trial, import_trial, trial_info
-from service.leases import Leases
+from service.leases import THEORY_ATTR, Leases
 from service.models import Lease, StudyRecord
 from service.optuna_compat import study_id
 from service.optuna_compat import trial_id as id_of
@@ -116,6 +118,7 @@ class Studies:
             "counts": {s.name: counts.get(s.name, 0) for s in TrialState},
             "n_trials": len(trials),
             "best": best,
+            "calibration": self._calibration(name),
         }
 
     def archive_study(self, name: str) -> dict[str, Any]:
@@ -193,6 +196,45 @@ class Studies:
                 self.cache.drop(n)
                 self.leases.forget(n)
         return self.get_study(target)
+
+    def _calibration(self, name: str) -> dict[str, Any] | None:
+        cached = [s for s in self.cache.cached() if s.name == name and s.calibration is not None]
+        return cached[0].calibration.as_dict() if cached else None
+
+    def recalibrate(self) -> int:
+        """Refit the trainability model of every study this process serves with a calibrated
+        prior and new finished trials since its last fit, and hand out from the c it gives
+        (``service.calibration``). Runs in the server's background pass, never in a claim.
+        Returns how many studies were refitted."""
+        done = 0
+        for info in self.cache.cached():
+            spec = info.spec
+            if not (info.prior_built and spec.prior.calibrate and spec.prior.mode != "off"):
+                continue
+            prior = info.prior
+            if prior is None:
+                continue
+            try:
+                trials = self.store.trials(self.store.record(info.name))
+            except (Conflict, NotFound):
+                continue
+            finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            if len(finished) == max(info.calibrated_on, 0):  # nothing new (or nothing yet)
+                continue
+            task = task_spec(spec.task.name, spec.task.T, **spec.task.options)
+            maximize = spec.direction == "maximize"
+            threshold = spec.prior.trained
+            if threshold is None:
+                threshold = trained_threshold(task.chance, maximize, task.baseline_loss)
+            c0 = spec.prior.c if spec.prior.c is not None else MEASURED_C[spec.cell]
+            cal, _ = calibrate(
+                c0, spec.prior.width, spec.prior.p_min, threshold, maximize,
+                [(t.state.name, t.value, t.user_attrs.get(THEORY_ATTR)) for t in finished],
+            )  # fmt: skip
+            prior.c = cal.c  # claims read it from here on
+            info.calibration, info.calibrated_on = cal, len(finished)
+            done += 1
+        return done
 
     def export_study(self, name: str) -> dict[str, Any]:
         """The study's specification and every trial, as JSON (:class:`StudyExport`)."""

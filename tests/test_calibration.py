@@ -78,3 +78,50 @@ def test_what_counts_as_trained() -> None:
     assert outcome("PRUNED", None, 0.55) is False  # pruned at chance: not trained
     assert outcome("FAIL", None, 0.55) is None  # a failure says nothing about trainability
     assert outcome("COMPLETE", float("nan"), 0.55) is None
+
+
+def test_a_calibrated_study_learns_its_edge_from_its_outcomes(client) -> None:
+    """A restricted study whose trials train only when T ≤ 3·ξ_C (made-up outcomes: this tests
+    the loop, not training): after the background passes its c falls from 13.6 towards 3, the
+    study shows it, and the trials handed out from then on satisfy the learnt c. With
+    ``calibrate: false`` the same outcomes leave c at 13.6."""
+    from tests.support import specs
+
+    service = client.app.state.service
+    for name, calibrated in (("learns", True), ("fixed", False)):
+        body = specs.prior(name=name, budget=200, seed=3, sampler="random")
+        body["prior"] = {"mode": "restrict", "calibrate": calibrated}
+        assert client.post("/api/v1/studies", json=body).status_code == 201
+        for i in range(60):
+            t = client.post(f"/api/v1/studies/{name}/claim", json={"worker_id": f"w{i}"}).json()
+            trial = t["trial"]
+            u = math.log(trial["theory"]["T"] / trial["theory"]["xi_c"])
+            done = {"worker_id": f"w{i}", "value": 0.9} if u <= math.log(3.0) else {
+                "worker_id": f"w{i}", "pruned": True}  # fmt: skip
+            client.post(f"/api/v1/trials/{trial['trial_id']}/complete", json=done)
+            if i % 10 == 9:
+                service.background_pass()
+        shown = client.get(f"/api/v1/studies/{name}").json()["calibration"]
+        if not calibrated:
+            assert shown is None
+            assert (
+                service.cache.get(name, service.store.record(name).optuna_study_id).prior.c == 13.6
+            )
+            continue
+        assert shown["c0"] == 13.6 and shown["outcomes"] == 60 and 0 < shown["trained"] < 60
+        assert 1.5 < shown["c"] < 7.0 and shown["low"] < 3.0 * 1.5, shown
+        later = [client.post(f"/api/v1/studies/{name}/claim", json={"worker_id": f"x{i}"}).json()
+                 for i in range(5)]  # fmt: skip
+        for got in later:
+            theory = got["trial"]["theory"]
+            assert theory["c"] == shown["c"] and theory["xi_c"] >= 100 / shown["c"] * (1 - 1e-6)
+
+
+def test_p_min_outside_the_unit_interval_is_refused(client) -> None:
+    from tests.support import specs
+
+    for bad in (0.0, 1.0, 1.5):
+        body = specs.prior(name="pm")
+        body["prior"] = {"mode": "restrict", "p_min": bad}
+        r = client.post("/api/v1/studies", json=body)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-2:] == ["prior", "p_min"]

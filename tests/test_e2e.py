@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from contract.client import Client
@@ -63,13 +62,13 @@ def test_two_workers_run_restricted_and_pruned_studies_and_survive_a_kill(
     assert retry[0]["user_attrs"]["isotune_worker"] == "survivor"
     assert sum(t["state"] == "COMPLETE" for t in trials) == 4
     assert not [t for t in trials + pruned if t["state"] in ("RUNNING", "WAITING")]
-    # every restricted trial satisfies the criterion, checked by the engine itself
-    points = [t["params"] for t in trials]
-    cfg = Config.from_flat(
-        "lstm", {"mu_f": np.array([p["mu_f"] for p in points])}, weights="orthogonal"
-    )
-    check = memory_check(cfg, 20, MEASURED_C["lstm"], Inputs(R=1.0, regime="independent"))
-    assert check.ok.all()
+    # every restricted trial satisfies the criterion with the c the study used when it handed
+    # the trial out (13.6 at first; calibrated from the outcomes since), checked by the engine
+    for t in trials:
+        cfg = Config.from_flat("lstm", {"mu_f": t["params"]["mu_f"]}, weights="orthogonal")
+        c = t["user_attrs"]["isotune_theory"]["c"]
+        assert t["number"] > 0 or c == pytest.approx(MEASURED_C["lstm"])  # before any outcome
+        assert memory_check(cfg, 20, c, Inputs(R=1.0, regime="independent")).ok, (t, c)
     assert all(t["user_attrs"]["isotune_theory"]["predicted_trainable"] for t in trials)
     # pruned trials are recorded PRUNED, with their last report as value
     assert [t["state"] for t in pruned] == ["PRUNED", "PRUNED"]

@@ -108,7 +108,7 @@ def build_app(settings: Settings) -> FastAPI:
         async def reaper() -> None:
             while True:
                 await asyncio.sleep(settings.reap_interval)
-                passes[:] = [asyncio.ensure_future(asyncio.to_thread(service.reaper.reap_all))]
+                passes[:] = [asyncio.ensure_future(asyncio.to_thread(service.background_pass))]
                 try:
                     await asyncio.shield(passes[0])
                 except asyncio.CancelledError:

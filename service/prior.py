@@ -109,6 +109,9 @@ class Prior:
     #: seconds the engine takes per configuration, measured at creation (the GRU's theory costs
     #: a few hundred times the LSTM's): scans are sized by it
     cost: float = 1e-4
+    #: the study's fitted trainability model (``service.calibration``), set with ``c`` by the
+    #: server's background pass: the soft prior's π(x) is then its probability of training
+    model: Any = None
 
     def points_for(self, seconds: float, low: int, high: int) -> int:
         """How many configurations fit in ``seconds``, within [low, high]."""
@@ -159,8 +162,12 @@ class Prior:
         return p
 
     def log_density(self, margin: np.ndarray) -> np.ndarray:
-        """log π(x), computed without underflow (−log(1 + e^(−m/w)))."""
+        """log π(x), computed without underflow (−log(1 + e^(−m/w))); once the study is
+        calibrated, the log of its model's probability of training at log(T/ξ_C) = log c − m."""
         m = np.nan_to_num(np.asarray(margin, float), nan=-50.0, neginf=-50.0, posinf=50.0)
+        if self.model is not None:
+            p = self.model.probability(math.log(self.c) - m)
+            return np.log(np.clip(p, 1e-300, 1.0))
         return -np.logaddexp(0.0, -m / self.width)
 
     def soft_weights(self, margin: np.ndarray, n_trials: int) -> np.ndarray:

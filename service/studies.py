@@ -227,11 +227,11 @@ class Studies:
             if threshold is None:
                 threshold = trained_threshold(task.chance, maximize, task.baseline_loss)
             c0 = spec.prior.c if spec.prior.c is not None else MEASURED_C[spec.cell]
-            cal, _ = calibrate(
+            cal, model = calibrate(
                 c0, spec.prior.width, spec.prior.p_min, threshold, maximize,
                 [(t.state.name, t.value, t.user_attrs.get(THEORY_ATTR)) for t in finished],
             )  # fmt: skip
-            prior.c = cal.c  # claims read it from here on
+            prior.c, prior.model = cal.c, model  # claims read them from here on
             info.calibration, info.calibrated_on = cal, len(finished)
             done += 1
         return done

@@ -125,3 +125,21 @@ def test_p_min_outside_the_unit_interval_is_refused(client) -> None:
         body["prior"] = {"mode": "restrict", "p_min": bad}
         r = client.post("/api/v1/studies", json=body)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-2:] == ["prior", "p_min"]
+
+
+def test_the_soft_prior_weighs_by_the_fitted_model() -> None:
+    """Once calibrated, soft's π(x) is the model's probability of training: a point between the
+    learnt edge (3) and the prior's (13.6) loses weight it had under the fixed rule."""
+    from service.schemas import StudyCreate
+    from service.search import study_prior
+    from tests.support import specs
+
+    prior = study_prior(StudyCreate.model_validate(specs.prior(prior={"mode": "soft"})))
+    margin = np.array([math.log(13.6 / 9.0)])  # log(T/ξ_C) = log 9
+    before = float(prior.log_density(margin)[0])
+    model = TrainabilityModel(c=13.6, width=prior.width)
+    for u, g, y in draw(np.random.default_rng(2), 200, lambda u: float(u <= math.log(3.0))):
+        model.add(u, g, y)
+    prior.model = model
+    after = float(prior.log_density(margin)[0])
+    assert before > math.log(0.5) and after < math.log(0.1), (before, after)

@@ -42,6 +42,8 @@ class CachedStudy:
     #: the last calibration (``service.calibration``) and how many finished trials it saw
     calibration: Any = None
     calibrated_on: int = -1
+    #: the prior from other studies (``prior.calibrate_from``): (posterior, names, outcomes)
+    source: Any = None
 
     @property
     def prior(self) -> Prior | None:

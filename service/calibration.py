@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,10 @@ __all__ = [
     "Calibration",
     "Posterior",
     "TrainabilityModel",
+    "add_outcomes",
     "calibrate",
     "outcome",
+    "source_prior",
     "trained_threshold",
 ]
 
@@ -90,10 +93,14 @@ class TrainabilityModel:
     c: float
     width: float = 0.5
     outcomes: list[tuple[float, float, bool]] = field(default_factory=list)
+    #: a prior fitted elsewhere (other studies' outcomes: :func:`source_prior`) instead of the rule
+    base: Posterior | None = None
     _posterior: Posterior | None = None
 
     @property
     def prior(self) -> Posterior:
+        if self.base is not None:
+            return self.base
         s = 1.0 / self.width
         mean = np.array([0.0, -s, 0.0, 0.0])
         sd = np.array(PRIOR_SD) * np.array([s, s, s, 1.0])
@@ -227,23 +234,37 @@ class Calibration:
     outcomes: int
     trained: int
     threshold: float
+    #: the studies whose outcomes made the prior (``calibrate_from``), and how many they had
+    sources: tuple[str, ...] = ()
+    source_outcomes: int = 0
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {k: _json_number(v) for k, v in self.__dict__.items()}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else _json_number(v)
+            for k, v in self.__dict__.items()
+        }
 
 
-def calibrate(
-    c0: float,
-    width: float,
-    p_min: float,
+#: How much wider than their posterior the prior from other studies is (its standard deviations
+#: times this): studies of one task still differ in budget and space.
+SOURCE_INFLATION = 2.0
+
+
+def source_prior(model: TrainabilityModel) -> Posterior:
+    """The posterior of other studies' outcomes as a prior for a new study (empirical Bayes),
+    widened by :data:`SOURCE_INFLATION`."""
+    post = model.posterior
+    return Posterior(post.mean.copy(), post.cov * SOURCE_INFLATION**2, post.center)
+
+
+def add_outcomes(
+    model: TrainabilityModel,
     threshold: float,
     maximize: bool,
     trials: Sequence[tuple[str, float | None, dict | None]],
-) -> tuple[Calibration, TrainabilityModel]:
-    """Fit the trainability model to a study's finished trials, each (state, value, theory
-    numbers); the c it hands out from is where the posterior reaches ``p_min`` (kept within
-    [c0/100, 100·c0]: the prior's own range)."""
-    model = TrainabilityModel(c=c0, width=width)
+) -> int:
+    """Add a study's finished trials, each (state, value, theory numbers), to ``model``;
+    returns how many trained."""
     trained = 0
     for state, value, theory in trials:
         if not theory or theory.get("xi_c") is None:
@@ -256,12 +277,32 @@ def calibrate(
         u = math.log(theory["T"] / xi) if xi > 0 else 20.0
         model.add(u, float(theory.get("T_log_m1") or 0.0), got)
         trained += got
+    return trained
+
+
+def calibrate(
+    c0: float,
+    width: float,
+    p_min: float,
+    threshold: float,
+    maximize: bool,
+    trials: Sequence[tuple[str, float | None, dict | None]],
+    base: Posterior | None = None,
+    sources: Sequence[str] = (),
+    source_outcomes: int = 0,
+) -> tuple[Calibration, TrainabilityModel]:
+    """Fit the trainability model to a study's finished trials, each (state, value, theory
+    numbers), from the rule (or from ``base``, other studies' posterior); the c it hands out
+    from is where the posterior reaches ``p_min`` (kept within [c0/100, 100·c0])."""
+    model = TrainabilityModel(c=c0, width=width, base=base)
+    trained = add_outcomes(model, threshold, maximize, trials)
     c = model.edge_at(p_min)
     c = c0 if not math.isfinite(c) else min(max(c, c0 / 100.0), 100.0 * c0)
     mid, low, high = model.edge()
     cal = Calibration(
         c0=c0, c=c, edge=mid, low=low, high=high, p_min=p_min,
         outcomes=len(model.outcomes), trained=trained, threshold=threshold,
+        sources=tuple(sources), source_outcomes=source_outcomes,
     )  # fmt: skip
     return cal, model
 

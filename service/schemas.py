@@ -114,6 +114,12 @@ class PriorSpec(Strict):
     #: the value from which a completed trial counts as trained (default: halfway from the
     #: task's chance level to perfect on the study's metric)
     trained: float | None = None
+    #: where the calibration starts: ``none`` (the rule), ``same_task`` (every other study of
+    #: the store with this cell and task), or a list of study names; their outcomes fit the
+    #: model this study's own outcomes then update
+    calibrate_from: (
+        Literal["none", "same_task"] | list[Annotated[str, Field(pattern=NAME_PATTERN)]]
+    ) = "none"
 
     @field_validator("gradient_bounds")
     @classmethod
@@ -260,6 +266,26 @@ class BestTrial(BaseModel):
     theory: dict[str, Any] | None = None
 
 
+class CalibrationInfo(BaseModel):
+    """A study's calibrated criterion (``service.calibration``)."""
+
+    #: the c the prior started from, and the c it hands out from now (P(trained) ≥ p_min)
+    c0: float
+    c: float
+    #: the fitted edge (P = 1/2) and its 68 % interval (None where the posterior has no edge)
+    edge: float | None
+    low: float | None
+    high: float | None
+    p_min: float
+    #: the study's own outcomes, how many trained, and the value from which a trial trained
+    outcomes: int
+    trained: int
+    threshold: float
+    #: the other studies whose outcomes made the prior (``calibrate_from``), and their count
+    sources: list[str]
+    source_outcomes: int
+
+
 class StudyInfo(BaseModel):
     """A study as the API shows it: its specification, its state and its trials' counts."""
 
@@ -270,9 +296,9 @@ class StudyInfo(BaseModel):
     counts: dict[str, int]
     n_trials: int
     best: BestTrial | None = None
-    #: the calibrated criterion (``service.calibration.Calibration``) as this server process last
-    #: fitted it; None before it has, or with the prior off or ``calibrate: false``
-    calibration: dict[str, float | int | None] | None = None
+    #: the calibrated criterion as this server process last fitted it; None before it has, or
+    #: with the prior off or ``calibrate: false``
+    calibration: CalibrationInfo | None = None
 
 
 class TrialInfo(BaseModel):

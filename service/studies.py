@@ -23,7 +23,13 @@ from sqlalchemy import delete, select
 from contract.tasks import task_spec
 from meanfield.constants import MEASURED_C
 from service.cache import StudyCache
-from service.calibration import calibrate, trained_threshold
+from service.calibration import (
+    TrainabilityModel,
+    add_outcomes,
+    calibrate,
+    source_prior,
+    trained_threshold,
+)
 from service.errors import Conflict, Invalid, NotFound
 from service.exports import export_trial, import_trial, trial_info
 from service.leases import THEORY_ATTR, Leases
@@ -52,6 +58,12 @@ class Studies:
     ) -> dict[str, Any]:
         # refuse a pruner, a task or a prior that cannot be honored before storing anything
         prior = check_study(spec)
+        sources = spec.prior.calibrate_from
+        if isinstance(sources, list):
+            with self.store.sessions() as session:
+                for source in sources:
+                    if source == spec.name or session.get(StudyRecord, source) is None:
+                        raise Invalid("prior.calibrate_from", source, "no such other study")
         with self.store.study_lock(spec.name):
             with self.store.sessions() as session:
                 if session.get(StudyRecord, spec.name) is not None:
@@ -197,6 +209,42 @@ class Studies:
                 self.leases.forget(n)
         return self.get_study(target)
 
+    def _source_prior(self, spec: StudyCreate, c0: float) -> tuple[Any, list[str], int]:
+        """The prior other studies' outcomes give (``prior.calibrate_from``): the posterior of a
+        model fitted to them, widened (``service.calibration.source_prior``); None without."""
+        wanted = spec.prior.calibrate_from
+        if wanted == "none":
+            return None, [], 0
+        with self.store.sessions() as session:
+            records = list(session.scalars(select(StudyRecord)))
+        same = [
+            r for r in records
+            if r.name != spec.name and (
+                r.name in wanted if isinstance(wanted, list)
+                else r.spec.get("cell") == spec.cell and r.spec.get("task", {}).get("name")
+                == spec.task.name and r.spec.get("task", {}).get("options", {}) == spec.task.options
+            )
+        ]  # fmt: skip
+        model = TrainabilityModel(c=c0, width=spec.prior.width)
+        names = []
+        for rec in sorted(same, key=lambda r: r.name):
+            try:
+                trials = self.store.trials(rec)
+                other = StudyCreate.model_validate(rec.spec)
+            except (Conflict, ValueError):
+                continue
+            threshold, maximize = _threshold(other)
+            before = len(model.outcomes)
+            add_outcomes(
+                model, threshold, maximize,
+                [(t.state.name, t.value, t.user_attrs.get(THEORY_ATTR)) for t in trials],
+            )  # fmt: skip
+            if len(model.outcomes) > before:
+                names.append(rec.name)
+        if not model.outcomes:
+            return None, [], 0
+        return source_prior(model), names, len(model.outcomes)
+
     def _calibration(self, name: str) -> dict[str, Any] | None:
         cached = [s for s in self.cache.cached() if s.name == name and s.calibration is not None]
         return cached[0].calibration.as_dict() if cached else None
@@ -219,17 +267,18 @@ class Studies:
             except (Conflict, NotFound):
                 continue
             finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-            if len(finished) == max(info.calibrated_on, 0):  # nothing new (or nothing yet)
-                continue
-            task = task_spec(spec.task.name, spec.task.T, **spec.task.options)
-            maximize = spec.direction == "maximize"
-            threshold = spec.prior.trained
-            if threshold is None:
-                threshold = trained_threshold(task.chance, maximize, task.baseline_loss)
+            fresh = info.calibrated_on < 0 and spec.prior.calibrate_from != "none"
+            if len(finished) == max(info.calibrated_on, 0) and not fresh:
+                continue  # nothing new (or nothing yet, and nothing to start from)
             c0 = spec.prior.c if spec.prior.c is not None else MEASURED_C[spec.cell]
+            if info.source is None:  # other studies' outcomes: read once per process
+                info.source = self._source_prior(spec, c0)
+            base, names, count = info.source
+            threshold, maximize = _threshold(spec)
             cal, model = calibrate(
                 c0, spec.prior.width, spec.prior.p_min, threshold, maximize,
                 [(t.state.name, t.value, t.user_attrs.get(THEORY_ATTR)) for t in finished],
+                base=base, sources=names, source_outcomes=count,
             )  # fmt: skip
             prior.c, prior.model = cal.c, model  # claims read them from here on
             info.calibration, info.calibrated_on = cal, len(finished)
@@ -341,3 +390,12 @@ class Studies:
             return trial_info(self.store.storage.get_trial(trial_id))
         except KeyError:
             raise NotFound("trial", trial_id) from None
+
+
+def _threshold(spec: StudyCreate) -> tuple[float, bool]:
+    """The value from which a completed trial of ``spec`` trained, and whether it maximizes."""
+    maximize = spec.direction == "maximize"
+    if spec.prior.trained is not None:
+        return spec.prior.trained, maximize
+    task = task_spec(spec.task.name, spec.task.T, **spec.task.options)
+    return trained_threshold(task.chance, maximize, task.baseline_loss), maximize

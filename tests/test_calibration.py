@@ -143,3 +143,38 @@ def test_the_soft_prior_weighs_by_the_fitted_model() -> None:
     prior.model = model
     after = float(prior.log_density(margin)[0])
     assert before > math.log(0.5) and after < math.log(0.1), (before, after)
+
+
+def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
+    """A study of the same cell and task whose trials trained only when T ≤ 3·ξ_C: a new study
+    with ``calibrate_from: same_task`` starts from its edge before any outcome of its own, and
+    says where it comes from; one with ``none`` starts from the rule; an unknown source is a
+    422 naming ``prior.calibrate_from``."""
+    from tests.support import specs
+
+    service = client.app.state.service
+    first = specs.prior(name="first", budget=200, seed=3, sampler="random")
+    first["prior"] = {"mode": "restrict", "calibrate": False}  # hands out over 13.6's region
+    assert client.post("/api/v1/studies", json=first).status_code == 201
+    for i in range(60):
+        trial = client.post("/api/v1/studies/first/claim", json={"worker_id": f"w{i}"}).json()
+        trial = trial["trial"]
+        u = math.log(trial["theory"]["T"] / trial["theory"]["xi_c"])
+        done = {"worker_id": f"w{i}", "value": 0.9} if u <= math.log(3.0) else {
+            "worker_id": f"w{i}", "pruned": True}  # fmt: skip
+        client.post(f"/api/v1/trials/{trial['trial_id']}/complete", json=done)
+    for name, source in (("second", "same_task"), ("third", ["first"]), ("fresh", "none")):
+        body = specs.prior(name=name, budget=10, seed=4)
+        body["prior"] = {"mode": "restrict", "calibrate_from": source}
+        assert client.post("/api/v1/studies", json=body).status_code == 201
+        client.post(f"/api/v1/studies/{name}/claim", json={"worker_id": "w"})  # cached here
+    service.background_pass()
+    for name in ("second", "third"):
+        cal = client.get(f"/api/v1/studies/{name}").json()["calibration"]
+        assert cal["sources"] == ["first"] and cal["source_outcomes"] == 60, cal
+        assert cal["outcomes"] == 0 and 1.5 < cal["c"] < 7.0, cal
+    assert client.get("/api/v1/studies/fresh").json()["calibration"] is None  # nothing yet
+    body = specs.prior(name="lost")
+    body["prior"] = {"mode": "restrict", "calibrate_from": ["nope"]}
+    r = client.post("/api/v1/studies", json=body)
+    assert r.status_code == 422 and r.json()["field"] == "prior.calibrate_from", r.text

@@ -236,6 +236,8 @@ def study_calibration(
         f"{num(cal['low'])}-{num(cal['high'])}; {cal['outcomes']} outcomes, {cal['trained']} "
         f"trained (value >= {num(cal['threshold'])})"
     )
+    if cal.get("sources"):
+        typer.echo(f"started from {cal['source_outcomes']} outcomes of {', '.join(cal['sources'])}")
 
 
 @study_app.command("trials")

@@ -41,6 +41,8 @@ def test_real_server_lifecycle_and_cli(migrated_db_url: str) -> None:
         assert best[1] == f"params   mu_z={t['params']['mu_z']:.4g}", best
         assert best[2].startswith("xi_C ") and "T = 10, c = 14.7: T/c = 0.6803" in best[2], best
         assert best[3].startswith("init     mu_r=0 ") and "mu_z=" in best[3], best
+        cal = isotune("study", "calibration", "real", "--server", base)
+        assert cal.stdout == "real: not calibrated: its prior is off\n", cal.stdout + cal.stderr
         watch = isotune("study", "watch", "real", "--once", "--server", base)
         assert watch.returncode == 0, watch.stderr
         lines = watch.stdout.splitlines()

@@ -150,7 +150,7 @@ def prior_map(
     mesh = ax.pcolormesh(gx, gy, log_xi, cmap="Greys", shading="auto", alpha=0.55)
     fig.colorbar(mesh, ax=ax, label="log10 ξ_C (steps)")
     edge = _boundary(grid_prior, base, xname, yname, xs, ys, log_xi)
-    ax.plot(edge, ys, color="#1f4e9c", lw=2, label=f"ξ_C = T/c = {prior.T}/{prior.c:g}", zorder=2)
+    ax.plot(edge, ys, color="#1f4e9c", lw=2, label=f"ξ_C = T/c = {prior.T}/{prior.c:.3g}", zorder=2)
     # the ridge of critical initializations, where ξ_C diverges: the grid never lands on it
     # exactly, so it shows as cells far above both neighbours in a row (or as huge values)
     ridge = ~np.isfinite(xi) | (xi >= DIVERGING)

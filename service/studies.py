@@ -383,6 +383,11 @@ class Studies:
         title = (
             f"{name}: {spec.cell} on {spec.task.name}, T = {spec.task.T}, prior {spec.prior.mode}"
         )
+        if info.calibration is not None:  # the line below is drawn at the calibrated c
+            cal = info.calibration
+            title += f"\nc calibrated {cal.c0:g} → {cal.c:.3g} from {cal.outcomes} outcomes"
+            if cal.sources:
+                title += f" and {cal.source_outcomes} of {', '.join(cal.sources)}"
         return prior_map(info.prior, trials, title, trained, means)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:

@@ -110,6 +110,8 @@ def test_a_calibrated_study_learns_its_edge_from_its_outcomes(client) -> None:
             continue
         assert shown["c0"] == 13.6 and shown["outcomes"] == 60 and 0 < shown["trained"] < 60
         assert 1.5 < shown["c"] < 7.0 and shown["low"] < 3.0 * 1.5, shown
+        drawn = service.studies.prior_map(name)
+        assert f"ξ_C = T/c = 100/{shown['c']:.3g}" in drawn.legend, drawn.legend
         later = [client.post(f"/api/v1/studies/{name}/claim", json={"worker_id": f"x{i}"}).json()
                  for i in range(5)]  # fmt: skip
         for got in later:

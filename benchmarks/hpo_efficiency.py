@@ -35,6 +35,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,7 @@ from reporting import recorded_args  # noqa: E402
 
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 from contract.client import ApiError, Client  # noqa: E402
+from contract.tasks import task_spec  # noqa: E402
 from meanfield.constants import MEASURED_C  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -107,19 +109,31 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def summarize(trials: list[dict], args: argparse.Namespace) -> dict:
+    """One study's run: the best accuracy reached so far after each trial (a pruned trial counts
+    with what it reached, its last report; a failed one with nothing: NaN before any value), the
+    share of trials that trained (completed with accuracy ≥ ``args.trained``; a pruned trial did
+    not), and the 1-based trial numbers of the first that trained and of the first whose best so
+    far reached ``args.target`` (inf: never)."""
     trials = sorted(trials, key=lambda t: t["number"])
-    values = [t["value"] if t["state"] == "COMPLETE" and t["value"] is not None else 0.0
-              for t in trials]  # fmt: skip
-    best, running = [], 0.0
-    for v in values:
-        running = max(running, v)
+    reached = [
+        t["value"] if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None else None
+        for t in trials
+    ]
+    trained = [
+        t["state"] == "COMPLETE" and t["value"] is not None and t["value"] >= args.trained
+        for t in trials
+    ]
+    best, running = [], math.nan
+    for v in reached:
+        if v is not None:
+            running = v if math.isnan(running) else max(running, v)
         best.append(running)
-    reach = next((i + 1 for i, b in enumerate(best) if b >= args.target), math.inf)
     return {
-        "trained": sum(v >= args.trained for v in values) / max(1, len(values)),
-        "best": best[-1] if best else 0.0,
+        "trained": sum(trained) / max(1, len(trials)),
+        "best": best[-1] if best else math.nan,
         "best_curve": best,
-        "trials_to_target": reach,
+        "trials_to_target": first_at(best, args.target),
+        "first_trained": next((i + 1 for i, ok in enumerate(trained) if ok), math.inf),
     }
 
 
@@ -198,8 +212,9 @@ def main() -> None:
 
 
 def first_at(curve: list[float], level: float) -> float:
-    """1-based index of the first trial whose best-so-far reaches ``level`` (inf: never)."""
-    return next((i + 1 for i, b in enumerate(curve) if b >= level), math.inf)
+    """1-based index of the first trial whose best-so-far reaches ``level`` (inf: never; NaN,
+    no value yet, never reaches it)."""
+    return next((i + 1 for i, b in enumerate(curve) if b is not None and b >= level), math.inf)
 
 
 def trials(n: float) -> str:
@@ -248,14 +263,19 @@ def write(report: dict, args: argparse.Namespace) -> None:
     ]
     for arm, data in report["arms"].items():
         runs = data["runs"]
-        curves = np.array([r["best_curve"] for r in runs if r["best_curve"]])
+        curves = np.array([r["best_curve"] for r in runs if r["best_curve"]], dtype=float)
         if len(curves):
             x = np.arange(1, curves.shape[1] + 1)
-            q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a column of failures only
+                q1, med, q3 = np.nanpercentile(curves, [25, 50, 75], axis=0)
             ax.plot(x, med, label=f"{arm}: {data['label']}")
             ax.fill_between(x, q1, q3, alpha=0.2)
         reach = statistics.median(r["trials_to_target"] for r in runs)
-        first = statistics.median(first_at(r["best_curve"], args.trained) for r in runs)
+        # reports written before first_trained was recorded: the best curve's crossing
+        first = statistics.median(
+            r.get("first_trained", first_at(r["best_curve"], args.trained)) for r in runs
+        )
         lines.append(
             f"| {arm}: {data['label']} | {statistics.fmean(r['trained'] for r in runs):.2f} | "
             f"{statistics.median(r['best'] for r in runs):.3f} | {trials(first)} | "
@@ -264,6 +284,8 @@ def write(report: dict, args: argparse.Namespace) -> None:
     for arm, why in report.get("refused", {}).items():
         lines.append(f"| {arm}: {ARMS[arm]} | refused at creation: {why} | – | – | – |")
     ax.axhline(args.target, color="grey", ls=":", lw=1)
+    chance = task_spec("padded_digits", args.T, padding="noise").chance
+    ax.axhline(chance, color="black", ls="--", lw=0.8, label=f"chance ({chance:g})")
     ax.set_xlabel("trials")
     ax.set_ylabel("best test accuracy so far")
     ax.legend(fontsize=7)

@@ -44,8 +44,15 @@ def test_hpo_efficiency_reports_every_arm_and_a_refusal(tmp_path: Path) -> None:
     assert "restricted region is empty" in report["refused"]["d"]
     assert report["feasible_share"] == 0.0
     (run,) = report["arms"]["f"]["runs"]
-    assert len(run["best_curve"]) == 2
-    assert "refused at creation" in (tmp_path / "hpo_efficiency.md").read_text()
+    assert len(run["best_curve"]) == 2 and 0.0 <= run["trained"] <= 1.0
+    assert {"first_trained", "trials_to_target", "best"} <= set(run)
+    md = (tmp_path / "hpo_efficiency.md").read_text()
+    assert "refused at creation" in md
+    # the arm's row carries its numbers: trained share, best, first trained, to target
+    (row,) = [line for line in md.splitlines() if line.startswith("| f: ")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) == run["trained"] and len(cells) == 5, row
+    assert (tmp_path / "hpo_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rest_share(tmp_path: Path) -> None:

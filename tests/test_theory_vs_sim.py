@@ -274,3 +274,37 @@ def test_tied_lstm_remembers_longer_than_untied_theory() -> None:
     xi_tied = _fit_window(tied.corr[0], c_star_tied)
     assert xi_tied > 3.0 * max(xi_theory, xi_c)  # measured 9× (seeds 0-2): a lower bound only
     assert tied.s.mean() > 3.0 * s_star  # measured 15-17×
+
+
+#: Cases with a non-zero candidate mean (the LSTM's mu_g, the GRU's mu_n, the minimalRNN's mu_e):
+#: the state's mean m* is then non-zero, and every term of the moment map that carries it (the
+#: LSTM cell state's −m² in its variance, the cross-moments that set C*) is exercised.
+CANDIDATE_MEAN = {
+    "lstm": {"mu_f": 2.0, "mu_g": 1.0},
+    "gru": {"mu_z": 2.0, "mu_n": 1.0},
+    "minimalrnn": {"mu_u": 2.0, "mu_e": 1.0},
+}
+
+
+@pytest.mark.parametrize("regime", ["independent", "shared"])
+@pytest.mark.parametrize("cell", sorted(CANDIDATE_MEAN))
+def test_a_candidate_mean_matches_untied_simulation(cell: str, regime: str) -> None:
+    """Q*, the state's mean (the LSTM: its cell state's, and E[c²]) and, with independent inputs,
+    C* (> 0.5: the means correlate the examples) against the untied simulation at width 8000 × 2
+    seeds. Q* within TOL; C* within 0.02 (the LSTM's is 0.011 off at this width)."""
+    cfg, inputs = Config.from_flat(cell, CANDIDATE_MEAN[cell]), Inputs(1.0, regime)
+    fp = fixed_point(cfg, inputs)
+    assert bool(fp.converged)
+    xi, burn = float(fp.xi_c), math.ceil(4 * float(fp.xi_q)) + 20
+    start = "identical" if regime == "independent" else "independent"
+    steps = math.ceil(6 * xi) + 10
+    sim = simulate(cfg, inputs, n=8000, steps=steps, seeds=range(2), start=start, burn_in=burn)
+    assert 0.5 * (sim.q.mean() + sim.q_b.mean()) == pytest.approx(float(fp.q_star), rel=TOL)
+    mean = sim.cm if cell == "lstm" else sim.m
+    assert abs(float(fp.m_star)) > 0.3  # a mean the checks can see
+    assert mean.mean() == pytest.approx(float(fp.m_star), rel=TOL)
+    if cell == "lstm":
+        assert sim.s.mean() == pytest.approx(float(fp.s_star), rel=TOL)
+    if regime == "independent":
+        tail = sim.corr.mean(axis=0)[math.ceil(5 * xi) :].mean()
+        assert float(fp.c_star) > 0.5 and tail == pytest.approx(float(fp.c_star), abs=0.02)

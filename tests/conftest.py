@@ -262,3 +262,18 @@ def client(migrated_db_url: str) -> Iterator[TestClient]:
     # the database is at head already: the app's own upgrade check would only cost time
     with TestClient(create_app(migrated_db_url, auth=False, migrate=False)) as c:
         yield c
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    """Say how many tests were skipped for want of PostgreSQL (``ISOTUNE_SKIP_POSTGRES=1``, or
+    a machine without it): a green run without them is not the full suite."""
+    skipped = [
+        r for r in terminalreporter.stats.get("skipped", [])
+        if "PostgreSQL unavailable" in str(getattr(r, "longrepr", ""))
+    ]  # fmt: skip
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} PostgreSQL tests skipped: PostgreSQL is unavailable here; "
+            f"`make test` requires it unless ISOTUNE_SKIP_POSTGRES=1",
+            yellow=True,
+        )

@@ -49,6 +49,8 @@ from service.settings import REAP_INTERVAL  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 V1 = "/api/v1"
+#: Retries of a failed trial in the load study (a re-queue per failure within them).
+RETRIES = 10
 ROUTES = ("claim", "report", "complete", "fail")
 
 
@@ -127,6 +129,30 @@ def simulate(base: str, study: str, tag: str, threads: int, args: dict, out: mp.
     out.put(rec)
 
 
+def requeue_check(trials: list[dict], retries: int) -> list[str]:
+    """What is wrong with the re-queues, lease by lease (empty: nothing): each FAIL attempt a of a
+    parameter set must be followed by exactly one attempt a + 1 of the same parameters while
+    a ≤ ``retries`` (none after), and every attempt a > 1 must follow a FAIL attempt a − 1."""
+    attempts: dict[str, dict[int, list[dict]]] = {}
+    for t in trials:
+        key = json.dumps(t["params"], sort_keys=True)
+        a = int(t["user_attrs"].get("isotune_attempt", 1))
+        attempts.setdefault(key, {}).setdefault(a, []).append(t)
+    problems = []
+    for key, by_attempt in attempts.items():
+        for a, ts in by_attempt.items():
+            if len(ts) > 1:
+                problems.append(f"{key}: attempt {a} ran {len(ts)} times")
+            following = len(by_attempt.get(a + 1, []))
+            failed = any(t["state"] == "FAIL" for t in ts)
+            expected = 1 if failed and a <= retries else 0
+            if following != expected:
+                problems.append(f"{key}: attempt {a} ({ts[0]['state']}) has {following} next")
+            if a > 1 and not any(t["state"] == "FAIL" for t in by_attempt.get(a - 1, [])):
+                problems.append(f"{key}: attempt {a} follows no failed attempt {a - 1}")
+    return problems
+
+
 def all_trials(base: str, study: str) -> list[dict]:
     trials: list[dict] = []
     with httpx.Client(base_url=base, timeout=60) as h:
@@ -154,7 +180,7 @@ def run(args: argparse.Namespace, url: str) -> dict:
             "name": study, "cell": "lstm", "task": {"name": "copy", "T": 20},
             "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
                       "mu_f": {"type": "float", "low": 0.0, "high": 6.0}},
-            "sampler": "random", "pruner": "none", "budget": 100_000, "retries": 10,
+            "sampler": "random", "pruner": "none", "budget": 100_000, "retries": RETRIES,
             "lease_seconds": args.lease, "seed": 0,
         }  # fmt: skip
         httpx.post(base + V1 + "/studies", json=spec, timeout=60).raise_for_status()
@@ -195,13 +221,18 @@ def run(args: argparse.Namespace, url: str) -> dict:
     not_reaped = [t for t in abandoned if by_id[t]["state"] != "FAIL"
                   or "lease" not in by_id[t]["user_attrs"].get("isotune_fail", "")]  # fmt: skip
     bad = sum(v for k, v in status.items() if k == "transport" or k.startswith("5"))
+    requeue_problems = requeue_check(trials, RETRIES)
     checks = {
         "no 5xx or transport error": bad == 0,
         "no trial handed out twice": len(assigned) == len(set(assigned)),
         "no trial left RUNNING": states.get("RUNNING", 0) == 0,
         "every abandoned trial reaped (FAIL, lease expired)": not not_reaped,
-        # a trial reaped while its (slow) worker still reported is re-queued like an abandoned one
-        "one new attempt per failure asking for a retry": requeued
+        # lease by lease: every failed attempt (abandoned and reaped, failed with a retry, or
+        # reaped while its slow worker still reported) has exactly one next attempt of the same
+        # parameters within the retry budget, and no attempt comes from nowhere
+        "one new attempt per failed lease, lease by lease": not requeue_problems,
+        # the same in total, against what the workers did
+        "as many new attempts as failures asking for a retry": requeued
         == len(abandoned) + retried + lost,
     }
 
@@ -232,6 +263,7 @@ def run(args: argparse.Namespace, url: str) -> dict:
         "not_reaped": not_reaped[:20],
         "errors": [e for rec in records for e in rec["errors"]][:20],
         "checks": checks,
+        "requeue_problems": requeue_problems[:10],
         "ok": all(checks.values()),
     }
 

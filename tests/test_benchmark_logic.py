@@ -49,3 +49,31 @@ def test_nothing_reached_is_never_and_a_failure_first_has_no_value() -> None:
     assert got["trials_to_target"] == math.inf and got["first_trained"] == math.inf
     assert hpo.first_at([0.2, 0.8, 0.9], 0.8) == 2 and hpo.first_at([], 0.8) == math.inf
     assert hpo.trials(math.inf) == "never" and hpo.trials(3.0) == "3"
+
+
+load_spec = importlib.util.spec_from_file_location("load", ROOT / "benchmarks/load.py")
+load = importlib.util.module_from_spec(load_spec)
+load_spec.loader.exec_module(load)
+
+
+def attempt(params: float, n: int, state: str) -> dict:
+    return {"params": {"lr": params}, "state": state, "user_attrs": {"isotune_attempt": n}}
+
+
+def test_requeues_are_checked_lease_by_lease() -> None:
+    """``load.py``'s re-queue check: one next attempt per failed one within the retries, none
+    from nowhere; the totals could balance while two leases are wrong (one re-queued twice, one
+    never), which the check per lease sees."""
+    good = [attempt(0.1, 1, "FAIL"), attempt(0.1, 2, "COMPLETE"), attempt(0.2, 1, "COMPLETE")]
+    assert load.requeue_check(good, retries=10) == []
+    twice_and_never = [
+        attempt(0.1, 1, "FAIL"), attempt(0.1, 2, "COMPLETE"), attempt(0.1, 2, "COMPLETE"),
+        attempt(0.3, 1, "FAIL"),
+    ]  # fmt: skip
+    problems = load.requeue_check(twice_and_never, retries=10)
+    assert any("ran 2 times" in p for p in problems) and any("0.3" in p for p in problems)
+    # the audit's mutation: a trial its worker finished during the reap re-queued anyway
+    finished_then_requeued = [attempt(0.4, 1, "COMPLETE"), attempt(0.4, 2, "COMPLETE")]
+    assert any("follows no failed" in p for p in load.requeue_check(finished_then_requeued, 10))
+    # past the retries nothing more is queued
+    assert load.requeue_check([attempt(0.5, 1, "FAIL")], retries=0) == []

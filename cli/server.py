@@ -4,8 +4,10 @@ of the service from the command line (its database from ``--database-url`` or
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +67,19 @@ def db_backup(
     typer.echo(f"backed up {source} to {to}")
 
 
+@contextlib.contextmanager
+def _token_session(url: str) -> Iterator[Any]:
+    """One transaction on the database at ``url``, its engine disposed afterwards."""
+    from service.db import make_engine, session_factory
+
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option("--role", help="admin, worker or reader.")],
@@ -74,19 +89,14 @@ def token_create(
     """Create a token and print it (it is stored hashed: this is the only time it is shown)."""
     from service.auth import create_token
     from service.db import database_url as resolve
-    from service.db import make_engine, session_factory
     from service.migrate import upgrade
 
     if role not in ("admin", "worker", "reader"):
         raise OptionError("role", role, "choose admin, worker or reader")
     url = resolve(database_url)
     upgrade(url)
-    engine = make_engine(url)
-    try:
-        with session_factory(engine).begin() as session:
-            token = create_token(session, name, role)
-    finally:
-        engine.dispose()
+    with _token_session(url) as session:
+        token = create_token(session, name, role)
     typer.echo(token)
 
 
@@ -98,21 +108,17 @@ def token_revoke(
     """Revoke tokens by name (servers stop accepting them within 5 s)."""
     from sqlalchemy import update
 
-    from service.db import existing_database, make_engine, session_factory
+    from service.db import existing_database
     from service.models import Token
     from service.store import now
 
-    engine = make_engine(existing_database(database_url))
-    try:
-        with session_factory(engine).begin() as session:
-            done = session.execute(
-                update(Token)
-                .where(Token.name == name, Token.revoked_at.is_(None))
-                .values(revoked_at=now())
-            )
-            count = done.rowcount  # type: ignore[attr-defined]
-    finally:
-        engine.dispose()
+    with _token_session(existing_database(database_url)) as session:
+        done = session.execute(
+            update(Token)
+            .where(Token.name == name, Token.revoked_at.is_(None))
+            .values(revoked_at=now())
+        )
+        count = done.rowcount  # type: ignore[attr-defined]
     if not count:
         raise OptionError("name", name, "no active token of that name")
     typer.echo(f"revoked {count} token(s) named {name}")
@@ -123,18 +129,14 @@ def token_list(database_url: DbOpt = None) -> None:
     """The tokens: name, role, when created and revoked (never the tokens themselves)."""
     from sqlalchemy import select
 
-    from service.db import existing_database, make_engine, session_factory
+    from service.db import existing_database
     from service.models import Token
 
-    engine = make_engine(existing_database(database_url))
-    try:
-        with session_factory(engine)() as session:
-            rows = [
-                (t.name, t.role, t.created_at, t.revoked_at)
-                for t in session.scalars(select(Token).order_by(Token.id))
-            ]
-    finally:
-        engine.dispose()
+    with _token_session(existing_database(database_url)) as session:
+        rows = [
+            (t.name, t.role, t.created_at, t.revoked_at)
+            for t in session.scalars(select(Token).order_by(Token.id))
+        ]
     table = [["name", "role", "created (UTC)", "revoked (UTC)"]]
     for name, role, created, revoked in rows:
         table.append([name, role, _when(created), _when(revoked) if revoked else "-"])

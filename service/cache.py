@@ -118,6 +118,10 @@ class StudyCache:
     def drop(self, name: str) -> None:
         self._studies.pop(name, None)
 
+    def peek(self, name: str) -> CachedStudy | None:
+        """The study if this process has cached it (nothing is read)."""
+        return self._studies.get(name)
+
     def cached(self) -> list[CachedStudy]:
         """The studies this process has cached."""
         return list(self._studies.values())

@@ -246,8 +246,8 @@ class Studies:
         return source_prior(model), names, len(model.outcomes)
 
     def _calibration(self, name: str) -> dict[str, Any] | None:
-        cached = [s for s in self.cache.cached() if s.name == name and s.calibration is not None]
-        return cached[0].calibration.as_dict() if cached else None
+        info = self.cache.peek(name)
+        return info.calibration.as_dict() if info is not None and info.calibration else None
 
     def recalibrate(self) -> int:
         """Refit the trainability model of every study this process serves with a calibrated

@@ -10,9 +10,14 @@ LSTM classifying digits followed by T steps of noise). Arms:
 - ``c``: random search over the same space;
 - ``d``: TPE with the prior ``restrict``;
 - ``e``: TPE with the prior ``soft``;
-- ``f``: the critical initialization (ξ_C = T), TPE over the learning rate only.
+- ``f``: the critical initialization (ξ_C = T), TPE over the learning rate only;
+- ``g``, ``h``: ``restrict`` and ``soft`` calibrated on the study's own outcomes (the service's
+  default; ``d`` and ``e`` keep c fixed, ``calibrate: false``);
+- ``r``, ``s``: references for a misspecified c: ``restrict`` and ``soft`` with the measured c
+  (fixed), whatever ``--c-scale`` says, run in the same run as the misspecified arms.
 
-``--c-scale`` multiplies the prior's constant c (robustness: 0.1 and 10 misspecify it tenfold);
+``--c-scale`` multiplies the prior's constant c in arms d, e, g and h (robustness: 0.1 and 10
+misspecify it tenfold; the report then gives each arm's trials to target over its reference's);
 ``--mu-f LO HI`` sets the forget-gate bias range (the report gives the share of the space the
 criterion accepts; the advantage of ``restrict`` grows as that share shrinks). A restricted study
 whose space holds no feasible point is refused by the service, and the report says so.
@@ -56,7 +61,13 @@ ARMS = {
     "d": "TPE, prior restrict",
     "e": "TPE, prior soft",
     "f": "critical init, TPE over lr",
+    "g": "TPE, prior restrict, calibrated",
+    "h": "TPE, prior soft, calibrated",
+    "r": "TPE, prior restrict, measured c (reference)",
+    "s": "TPE, prior soft, measured c (reference)",
 }
+#: The reference arm of each arm under a misspecified c (same mode, the measured c).
+REFERENCE = {"d": "r", "e": "s", "g": "r", "h": "s"}
 LR = {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}
 NU = {"type": "float", "low": 0.25, "high": 2.0}
 
@@ -100,11 +111,18 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
     if arm == "c":
         spec["sampler"] = "random"
     c = MEASURED_C["lstm"] * args.c_scale
-    if arm == "d":
-        # the fixed-c prior these reports measured (calibration, the default since, is not)
-        spec["prior"] = {"mode": "restrict", "c": c, "calibrate": False}
-    if arm == "e":
-        spec["prior"] = {"mode": "soft", "c": c, "calibrate": False}
+    measured = MEASURED_C["lstm"]
+    priors = {
+        # the fixed-c prior (calibrate: false) and the calibrated one (the service's default)
+        "d": {"mode": "restrict", "c": c, "calibrate": False},
+        "e": {"mode": "soft", "c": c, "calibrate": False},
+        "g": {"mode": "restrict", "c": c, "calibrate": True},
+        "h": {"mode": "soft", "c": c, "calibrate": True},
+        "r": {"mode": "restrict", "c": measured, "calibrate": False},
+        "s": {"mode": "soft", "c": measured, "calibrate": False},
+    }
+    if arm in priors:
+        spec["prior"] = priors[arm]
     return spec
 
 
@@ -221,6 +239,38 @@ def trials(n: float) -> str:
     return "never" if math.isinf(n) else f"{n:g}"
 
 
+def reference_ratio(runs: list[dict], reference: list[dict]) -> float:
+    """Median trials to target of ``runs`` over that of their reference arm (inf: the arm never
+    reaches it; NaN: neither does)."""
+    a = statistics.median(r["trials_to_target"] for r in runs)
+    b = statistics.median(r["trials_to_target"] for r in reference)
+    if math.isinf(a) and math.isinf(b):
+        return math.nan
+    return a / b
+
+
+def reference_lines(report: dict) -> list[str]:
+    """Under a misspecified c: each arm's median trials to target over its reference's (same
+    mode, measured c, same run), against the 1.5× bound calibrated arms are held to."""
+    arms = report["arms"]
+    pairs = [(a, r) for a, r in REFERENCE.items() if a in arms and r in arms]
+    if not pairs:
+        return []
+    out = [
+        "",
+        "Trials to target (median over seeds) over the reference arm's (same mode, the measured "
+        "c, run in the same run); a calibrated arm should stay within 1.5×:",
+        "",
+        "| arm | reference | ratio |",
+        "|---|---|---|",
+    ]
+    for arm, ref in pairs:
+        ratio = reference_ratio(arms[arm]["runs"], arms[ref]["runs"])
+        text = "neither reaches it" if math.isnan(ratio) else f"{ratio:.2f}"
+        out.append(f"| {arm}: {ARMS[arm]} | {ref} | {text} |")
+    return out
+
+
 def render(path: Path) -> None:
     """Write a report's Markdown and PNG again from its JSON (after a change to the layout)."""
     report = json.loads(path.read_text())
@@ -283,6 +333,7 @@ def write(report: dict, args: argparse.Namespace) -> None:
         )
     for arm, why in report.get("refused", {}).items():
         lines.append(f"| {arm}: {ARMS[arm]} | refused at creation: {why} | – | – | – |")
+    lines += reference_lines(report)
     ax.axhline(args.target, color="grey", ls=":", lw=1)
     chance = task_spec("padded_digits", args.T, padding="noise").chance
     ax.axhline(chance, color="black", ls="--", lw=0.8, label=f"chance ({chance:g})")

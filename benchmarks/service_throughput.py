@@ -5,12 +5,20 @@ A lifecycle is claim (ask) + 3 intermediate reports + complete (tell). For SQLit
 
 1. raw Optuna ``ask`` / ``report`` / ``tell`` on an RDBStorage, one client;
 2. the same through a real ``isotune serve`` process (uvicorn) and the Python client, one client
-   (target: REST ≤ 2× raw per lifecycle); raw and REST lifecycles alternate;
+   (target: REST ≤ 2× raw per lifecycle); raw and REST lifecycles alternate. Three studies: a
+   plain space (the learning rate only: no prior, no theory work), and the space users search
+   with the prior, forget-gate bias × recurrent scale × learning rate on padded digits at
+   T = 100, with the prior ``restrict`` and ``soft`` (the theory check of every claim, the
+   resampling of restrict, the candidate weighting of soft). Raw Optuna asks for the same
+   parameters with no prior: the difference is the product's own cost;
 3. 8 concurrent clients through REST (target on PostgreSQL: ≥ 50 lifecycles/s), with one server
    process and, on PostgreSQL, with ``--workers 4``, each the median of 3 runs; beside it raw
    Optuna from 8 threads, and the CPU seconds each process group spent per lifecycle (server,
    PostgreSQL, clients);
-4. claim latency with 100 and with 10,000 trials already in the study (target: ≤ 2×).
+4. claim latency with 100 and with 10,000 finished trials already in the study (target: ≤ 2×).
+   The studies are filled through the service's own import (``POST /studies/import``), which
+   writes a lease row per trial as real claims do, so every claim counts a lease table as large
+   as in use.
 
 Random sampling throughout, so that the numbers measure the service, not a sampler's cost.
 Usage: python benchmarks/service_throughput.py [--n 60] [--backends sqlite,postgresql]
@@ -44,24 +52,56 @@ from service.migrate import upgrade  # noqa: E402
 from tests.support.pg import postgres_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
+LR = {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}
+SPACE = {"lr": LR}
+#: The space searched with the prior (that of benchmarks/hpo_efficiency.py) and its task.
+INIT_SPACE = {
+    "mu_f": {"type": "float", "low": -3.0, "high": 6.0},
+    "nu": {"type": "float", "low": 0.25, "high": 2.0},
+    "lr": LR,
+}
+INIT_TASK = {"name": "padded_digits", "T": 100, "options": {"padding": "noise"}}
+#: The single-client studies: name -> (space, task, prior).
+STUDIES = {
+    "plain": (SPACE, {"name": "copy", "T": 10}, None),
+    "restrict": (INIT_SPACE, INIT_TASK, {"mode": "restrict"}),
+    "soft": (INIT_SPACE, INIT_TASK, {"mode": "soft"}),
+}
+LABELS = {
+    "plain": "plain (lr only, no prior)",
+    "restrict": "mu_f, nu, lr; prior restrict",
+    "soft": "mu_f, nu, lr; prior soft",
+}
 #: Runs of each 8-client measurement (the report quotes their median).
 REPEATS = 3
 #: Server processes of the second 8-client measurement on PostgreSQL (``--workers``).
 SERVER_PROCESSES = 4
 
 
-def spec(name: str, budget: int) -> dict:
-    return {
+def spec(name: str, budget: int, kind: str = "plain") -> dict:
+    space, task, prior = STUDIES[kind]
+    out = {
         "name": name,
         "cell": "lstm",
-        "task": {"name": "copy", "T": 10},
-        "space": SPACE,
+        "task": task,
+        "space": space,
         "sampler": "random",
         "pruner": "none",
         "budget": budget,
         "lease_seconds": 600,
+        "prior": prior or {"mode": "off"},
     }
+    return out
+
+
+def distributions(kind: str) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna's distributions of a study's space (what raw Optuna asks for)."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name, d in STUDIES[kind][0].items():
+        out[name] = optuna.distributions.FloatDistribution(
+            d["low"], d["high"], log=d.get("log", False)
+        )
+    return out
 
 
 @contextmanager
@@ -80,8 +120,7 @@ def serve(url: str, workers: int = 1):
         stop(proc, timeout=20)
 
 
-def raw_lifecycle(study: optuna.Study) -> float:
-    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+def raw_lifecycle(study: optuna.Study, dist: dict) -> float:
     t0 = time.perf_counter()
     trial = study.ask(dist)
     for step in range(3):
@@ -197,6 +236,21 @@ def raw_concurrent(url: str, clients: int, per: int) -> float:
     return len(done) / (time.perf_counter() - t0)
 
 
+def filled_export(name: str, size: int) -> dict:
+    """An export of ``size`` finished trials of the plain study (what ``study export`` writes)."""
+    dist = optuna.distributions.distribution_to_json(distributions("plain")["lr"])
+    start = "2026-01-01T00:00:00+00:00"
+    trial = {"state": "COMPLETE", "value": 0.5, "params": {"lr": 0.01},
+             "distributions": {"lr": dist}, "intermediate_values": {"0": 0.1, "1": 0.2, "2": 0.3},
+             "datetime_start": start, "datetime_complete": start}  # fmt: skip
+    return {
+        "format": "isotune-study/1",
+        "name": name,
+        "spec": spec(name, size + 200),
+        "trials": [{**trial, "number": k} for k in range(size)],
+    }
+
+
 def measure(url: str, n: int, postgresql: bool) -> dict:
     upgrade(url)
     out: dict = {}
@@ -204,33 +258,35 @@ def measure(url: str, n: int, postgresql: bool) -> dict:
     out["raw8_per_s"] = raw_concurrent(url, 8, per)
     with serve(url) as (base, pid):
         # raw and REST lifecycles alternate, so that both meet the same machine conditions
-        raw_study = optuna.create_study(
-            study_name="raw", storage=optuna_storage(url), sampler=optuna.samplers.RandomSampler(0)
-        )
-        raw, rest = [], []
-        with Client(base) as c:
-            c.create_study(spec("one", n + 5))
-            for _ in range(n):
-                raw.append(raw_lifecycle(raw_study))
-                rest.append(rest_lifecycle(c, "one", "w"))
-        out["raw_ms"] = 1e3 * statistics.median(raw)
-        out["rest_ms"] = 1e3 * statistics.median(rest)
-        out["ratio"] = out["rest_ms"] / out["raw_ms"]
+        out["spaces"] = {}
+        for kind in STUDIES:
+            dist = distributions(kind)
+            raw_study = optuna.create_study(
+                study_name=f"raw-{kind}",
+                storage=optuna_storage(url),
+                sampler=optuna.samplers.RandomSampler(0),
+            )
+            raw, rest = [], []
+            with Client(base) as c:
+                c.create_study(spec(kind, n + 5, kind))
+                for _ in range(n):
+                    raw.append(raw_lifecycle(raw_study, dist))
+                    rest.append(rest_lifecycle(c, kind, "w"))
+            res = {
+                "raw_ms": 1e3 * statistics.median(raw),
+                "rest_ms": 1e3 * statistics.median(rest),
+                "rest_p90_ms": 1e3 * statistics.quantiles(rest, n=10)[-1],
+            }
+            res["ratio"] = res["rest_ms"] / res["raw_ms"]
+            out["spaces"][kind] = res
         out["concurrent8"] = repeated(base, "eight", per, pid)
-        # claim latency against the study's size
-        storage = optuna_storage(url)
-        dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+        # claim latency against the study's size, the study filled through the service's import
         for size in (100, 10_000):
             name = f"size{size}"
-            with Client(base) as c:
-                c.create_study(spec(name, size + 200))
-            study = optuna.load_study(study_name=name, storage=storage)
-            study.add_trials(  # finished trials, written directly
-                [
-                    optuna.trial.create_trial(params={"lr": 0.01}, distributions=dist, value=0.5)
-                    for _ in range(size)
-                ]
-            )
+            t0 = time.perf_counter()
+            with Client(base, timeout=600) as c:
+                c.import_study(filled_export(name, size))
+            out[f"import_s_{size}"] = time.perf_counter() - t0
             lat = []
             with Client(base) as c:
                 for k in range(30):
@@ -240,10 +296,27 @@ def measure(url: str, n: int, postgresql: bool) -> dict:
                     c.complete(t["trial_id"], f"probe{k}", 0.5)
             out[f"claim_ms_{size}"] = 1e3 * statistics.median(lat)
         out["claim_ratio"] = out["claim_ms_10000"] / out["claim_ms_100"]
+        out["lease_rows_10000"] = lease_rows(url, "size10000")
     if postgresql:  # several server processes share one PostgreSQL
         with serve(url, workers=SERVER_PROCESSES) as (base, pid):
             out["concurrent8_workers"] = repeated(base, "eightw", per, pid)
     return out
+
+
+def lease_rows(url: str, study: str) -> int:
+    """Lease rows of ``study`` in the store (the claim counts them)."""
+    from sqlalchemy import func, select
+
+    from service.db import make_engine
+    from service.models import Lease
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            q = select(func.count()).select_from(Lease).where(Lease.study_name == study)
+            return int(conn.execute(q).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def main() -> None:
@@ -275,14 +348,29 @@ def main() -> None:
         "lifecycle is claim + 3 reports + complete; single-client figures are medians over "
         f"{args.n} lifecycles; random sampler. Server, PostgreSQL and clients share the machine.",
         "",
-        "| backend | raw Optuna (ms) | REST, 1 client (ms) | ratio (≤ 2) | claim at 100 trials "
-        "(ms) | at 10,000 (ms) | ratio (≤ 2) |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | study | raw Optuna (ms) | REST, 1 client (ms) | REST p90 (ms) | ratio (≤ 2) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b, r in results.items():
+        for kind, x in r["spaces"].items():
+            lines.append(
+                f"| {b} | {LABELS[kind]} | {x['raw_ms']:.1f} | {x['rest_ms']:.1f} | "
+                f"{x['rest_p90_ms']:.1f} | {x['ratio']:.2f} |"
+            )
+    lines += [
+        "",
+        "Claim latency (median of 30 claims) in a study already holding 100 and 10,000 finished "
+        "trials, each filled through the service's import (one lease row per trial, as real "
+        "claims leave them):",
+        "",
+        "| backend | claim at 100 trials (ms) | at 10,000 (ms) | ratio (≤ 2) | lease rows | "
+        "import of 10,000 (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for b, r in results.items():
         lines.append(
-            f"| {b} | {r['raw_ms']:.1f} | {r['rest_ms']:.1f} | {r['ratio']:.2f} | "
-            f"{r['claim_ms_100']:.1f} | {r['claim_ms_10000']:.1f} | {r['claim_ratio']:.2f} |"
+            f"| {b} | {r['claim_ms_100']:.1f} | {r['claim_ms_10000']:.1f} | "
+            f"{r['claim_ratio']:.2f} | {r['lease_rows_10000']} | {r['import_s_10000']:.1f} |"
         )
     lines += [
         "",

@@ -77,3 +77,24 @@ def test_requeues_are_checked_lease_by_lease() -> None:
     assert any("follows no failed" in p for p in load.requeue_check(finished_then_requeued, 10))
     # past the retries nothing more is queued
     assert load.requeue_check([attempt(0.5, 1, "FAIL")], retries=0) == []
+
+
+def test_misspecified_arms_are_compared_with_their_reference_of_the_same_run() -> None:
+    def runs(*to_target: float) -> list[dict]:
+        return [{"trials_to_target": n} for n in to_target]
+
+    # medians 6 over 4: the calibrated restrict arm needs 1.5× its reference's trials
+    assert hpo.reference_ratio(runs(5, 6, 9), runs(3, 4, 4)) == 1.5
+    assert math.isinf(hpo.reference_ratio(runs(math.inf, math.inf, 2), runs(1, 2, 2)))
+    assert math.isnan(hpo.reference_ratio(runs(math.inf), runs(math.inf)))
+    report = {
+        "arms": {
+            "g": {"runs": runs(4, 6, 8)},  # median 6
+            "h": {"runs": runs(1, 2, 9)},  # median 2, reference absent: no row
+            "r": {"runs": runs(2, 3, 4)},  # median 3
+        }
+    }
+    rows = [line for line in hpo.reference_lines(report) if line.startswith("| g")]
+    assert rows == [f"| g: {hpo.ARMS['g']} | r | 2.00 |"]
+    assert not [line for line in hpo.reference_lines(report) if line.startswith("| h")]
+    assert hpo.reference_lines({"arms": {"d": {"runs": runs(1)}}}) == []

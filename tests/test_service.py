@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from service.api import build_app, create_app
 from service.auth import create_token
 from service.models import Lease, StudyRecord
+from service.optuna_compat import trial_id
 from service.settings import Settings
 from tests.support.api import V1, claim, create, metric
 from tests.support.specs import API as SPEC
@@ -145,7 +146,7 @@ def test_a_running_trial_without_lease_is_reaped(client: TestClient) -> None:
     assert service.reaper.reap_all() == 0  # too young
     time.sleep(1.7)  # Optuna's timestamps have one-second resolution on some backends
     service.reaper.reap_all()
-    got = client.get(f"{V1}/trials/{orphan._trial_id}").json()
+    got = client.get(f"{V1}/trials/{trial_id(orphan)}").json()
     assert got["state"] == "FAIL" and got["user_attrs"]["isotune_fail"] == (
         "claimed but never handed out"
     )
@@ -399,9 +400,9 @@ def test_a_study_deleted_during_a_reaper_pass_is_an_orphan_not_a_traceback(
         storage = service.reaper.leases.store.storage
         get_trial, seen = storage.get_trial, []
 
-        def deleted_meanwhile(trial_id: int):  # the pass has read the trial, then the delete
-            seen.append(trial_id)
-            got = get_trial(trial_id)
+        def deleted_meanwhile(tid: int):  # the pass has read the trial, then the delete
+            seen.append(tid)
+            got = get_trial(tid)
             optuna.delete_study(study_name="s1", storage=service.storage)
             return got
 
@@ -416,3 +417,38 @@ def test_a_study_deleted_during_a_reaper_pass_is_an_orphan_not_a_traceback(
     assert not any(r.exc_info for r in caplog.records), messages
     assert len([m for m in messages if "'s1' is skipped by the reaper" in m]) == 1, messages
     assert studies[0]["state"] == "orphaned"
+
+
+def test_a_trial_its_worker_finishes_during_the_reap_is_not_queued_again(
+    migrated_db_url: str,
+) -> None:
+    """The reaper has taken the expired lease and read the trial RUNNING when its worker's
+    completion lands: the completion stands, and the parameters are not queued for a retry (a
+    second run of a finished trial). (No background reaper: the pass is the test's.)"""
+    settings = Settings(database_url=migrated_db_url, auth=False, migrate=False, reap_interval=3600)
+    with TestClient(build_app(settings)) as client:
+        create(client, lease_seconds=0.3, budget=3, retries=2)
+        service = client.app.state.service
+        held = claim(client, "slow")["trial"]["trial_id"]
+        time.sleep(0.5)
+        storage = service.reaper.leases.store.storage
+        get_trial, seen = storage.get_trial, []
+
+        def finished_meanwhile(tid: int):  # the pass read it RUNNING; the worker completes
+            got = get_trial(tid)
+            seen.append(got.state)
+            storage.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [0.75])
+            return got
+
+        storage.get_trial = finished_meanwhile
+        try:
+            assert service.reaper.reap_all() >= 0
+        finally:
+            del storage.get_trial
+        trials = optuna.load_study(study_name="s1", storage=service.storage).get_trials()
+    assert seen == [optuna.trial.TrialState.RUNNING]
+    (done,) = [t for t in trials if trial_id(t) == held]
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == 0.75
+    assert "isotune_fail" not in done.user_attrs
+    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert waiting == [], [t.params for t in waiting]

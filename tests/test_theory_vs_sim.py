@@ -45,7 +45,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from meanfield import Config, Inputs, fixed_point, trajectory
-from meanfield.simulate import SimulationResult, fit_timescale, simulate
+from meanfield.simulate import SimulationResult, fit_timescale
+from tests.support.simcache import simulate
 
 pytestmark = pytest.mark.slow  # simulations at width 1000 and more: seconds a test
 

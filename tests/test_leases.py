@@ -1,0 +1,163 @@
+"""The lease logic (``service/leases.py``) lease by lease: what renews, ends or reaps one lease
+leaves every other lease alone, and every refusal names the trial. Written against the mutants
+that survived the rest of the suite (benchmarks/results/mutation.md). No background reaper:
+the passes are the tests'."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import optuna
+import pytest
+from fastapi.testclient import TestClient
+from optuna.trial import TrialState
+
+from service.api import build_app
+from service.models import Lease
+from service.optuna_compat import trial_id
+from service.settings import Settings
+from tests.support.api import V1, claim, create
+
+
+@pytest.fixture
+def app(migrated_db_url: str) -> Iterator[TestClient]:
+    settings = Settings(database_url=migrated_db_url, auth=False, migrate=False, reap_interval=3600)
+    with TestClient(build_app(settings)) as client:
+        yield client
+
+
+def leases(client: TestClient) -> dict[int, Lease]:
+    with client.app.state.service.sessions() as session:
+        rows = list(session.query(Lease))
+        for row in rows:
+            session.expunge(row)
+    return {row.trial_id: row for row in rows}
+
+
+def expiry(lease: Lease) -> datetime:
+    t = lease.expires_at
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def trials(client: TestClient, study: str) -> list[optuna.trial.FrozenTrial]:
+    storage = client.app.state.service.storage
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def post(client: TestClient, tid: int, what: str, **body: object):
+    return client.post(f"{V1}/trials/{tid}/{what}", json={"worker_id": body.pop("w"), **body})
+
+
+def test_a_heartbeat_or_a_finish_touches_its_own_lease_only(app: TestClient) -> None:
+    create(app, lease_seconds=60, budget=3)
+    a = claim(app, "wa")["trial"]["trial_id"]
+    b = claim(app, "wb")["trial"]["trial_id"]
+    before = leases(app)
+    time.sleep(0.05)
+    r = post(app, a, "heartbeat", w="wa")
+    assert r.status_code == 200, r.text
+    after = leases(app)
+    # a's lease renewed for a full lease from now; b's as it was
+    assert expiry(after[a]) > expiry(before[a])
+    renewed = (expiry(after[a]) - datetime.now(UTC)).total_seconds()
+    assert 55 < renewed <= 60, renewed
+    assert expiry(after[b]) == expiry(before[b])
+    assert datetime.fromisoformat(r.json()["lease_expires"]) == expiry(after[a])
+    # a finishes: its lease ends, b's stays active and b's worker can go on
+    r = post(app, a, "complete", w="wa", value=0.5)
+    assert r.status_code == 200, r.text
+    now = leases(app)
+    assert now[a].state == "finished" and now[b].state == "active"
+    assert post(app, b, "heartbeat", w="wb").status_code == 200
+    # a heartbeat on the finished lease is a conflict naming the trial
+    r = post(app, a, "heartbeat", w="wa")
+    assert r.status_code == 409
+    body = r.json()
+    assert body == {"field": "trial", "detail": f"trial={a}: lease is finished"}
+
+
+def test_the_reaper_takes_the_expired_active_leases_of_its_study_and_no_other(
+    app: TestClient,
+) -> None:
+    """Study s1: a's trial was finished by its worker although its lease stayed active (the
+    lease update lost), b finished properly, c and d expire. Study s2: e expires too. Reaping s1
+    fails c and d, queues their parameters once each for a second attempt, leaves a and b as
+    they are, and does not touch s2."""
+    service = app.app.state.service
+    create(app, name="s1", lease_seconds=2.0, budget=8, retries=1)
+    create(app, name="s2", lease_seconds=2.0, budget=2, retries=1)
+    a, b, c, d = (claim(app, w, "s1")["trial"] for w in ("wa", "wb", "wc", "wd"))
+    e = claim(app, "we", "s2")["trial"]
+    service.storage.set_trial_state_values(a["trial_id"], TrialState.COMPLETE, [0.25])
+    assert post(app, b["trial_id"], "complete", w="wb", value=0.75).status_code == 200
+    time.sleep(2.2)  # (a claim reaps its study's expired leases: the claims fit in a lease)
+    with service.store.study_lock("s1"):
+        assert service.leases.reap_expired("s1") == 3  # a, c and d were active and expired
+        assert service.leases.reap_expired("s1") == 0  # nothing left to reap
+    rows = leases(app)
+    assert [rows[t["trial_id"]].state for t in (a, b, c, d, e)] == [
+        "expired", "finished", "expired", "expired", "active",
+    ]  # fmt: skip
+    by_id = {trial_id(t): t for t in trials(app, "s1")}
+    assert by_id[a["trial_id"]].state == TrialState.COMPLETE  # its worker's result stands
+    assert by_id[a["trial_id"]].value == 0.25
+    assert by_id[b["trial_id"]].value == 0.75
+    for t in (c, d):
+        failed = by_id[t["trial_id"]]
+        assert failed.state == TrialState.FAIL
+        assert failed.user_attrs["isotune_fail"] == "lease expired"
+    waiting = [t for t in by_id.values() if t.state == TrialState.WAITING]
+    assert sorted(map(repr, (w.system_attrs["fixed_params"] for w in waiting))) == sorted(
+        repr(by_id[t["trial_id"]].params) for t in (c, d)
+    )
+    assert all(w.user_attrs["isotune_attempt"] == 2 for w in waiting)
+    (s2,) = trials(app, "s2")
+    assert s2.state == TrialState.RUNNING  # another study's expired lease waits for its own pass
+    # the candidates of the next pass: s2 only (s1 has no active expired lease left)
+    names, _ = service.leases.reap_candidates()
+    assert names == {"s2"}
+
+
+def test_reports_renew_the_lease_before_it_runs_short(app: TestClient) -> None:
+    """Lease 2 s. A report 0.5 s in (1.5 s left, under 0.9 of a lease) renews it; with no
+    heartbeat after, the trial is still held 2.2 s in, and reaped once the renewed lease ends."""
+    service = app.app.state.service
+    create(app, lease_seconds=2.0, budget=2, retries=0)
+    t = claim(app, "w")["trial"]["trial_id"]
+    first = expiry(leases(app)[t])
+    time.sleep(0.5)
+    r = post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}])
+    assert r.status_code == 200 and r.json() == {"prune": False, "state": "RUNNING"}, r.text
+    renewed = expiry(leases(app)[t])
+    assert (renewed - first).total_seconds() > 0.4
+    time.sleep(max(0.0, (first - datetime.now(UTC)).total_seconds()) + 0.2)
+    assert service.reaper.reap_all() == 0
+    assert leases(app)[t].state == "active"
+    time.sleep(max(0.0, (renewed - datetime.now(UTC)).total_seconds()) + 0.1)
+    assert service.reaper.reap_all() == 1
+    # a report on the reaped trial tells its worker to stop, with the trial's state
+    r = post(app, t, "report", w="w", values=[{"step": 1, "value": 0.2}])
+    assert r.status_code == 200 and r.json() == {"prune": True, "state": "FAIL"}, r.text
+    r = post(app, t, "heartbeat", w="w")
+    assert r.status_code == 409
+    assert r.json() == {"field": "trial", "detail": f"trial={t}: lease is expired"}
+
+
+def test_a_repeated_finish_with_another_outcome_says_what_was_recorded(app: TestClient) -> None:
+    create(app, budget=3)
+    t = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, t, "complete", w="w", value=0.5).status_code == 200
+    r = post(app, t, "complete", w="w", pruned=True)
+    assert r.status_code == 409
+    body = r.json()
+    assert body["field"] == "state"
+    assert body["detail"].startswith(f"state='PRUNED': trial {t} was already finished as COMPLETE")
+    assert "may only repeat its outcome" in body["detail"]
+    r = post(app, t, "complete", w="w", value=0.25)
+    assert r.status_code == 409
+    body = r.json()
+    assert body["field"] == "value"
+    assert body["detail"].startswith(f"value=0.25: trial {t} was already completed with value 0.5")
+    assert "may only repeat it" in body["detail"]

@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 4
 CHECK_WORKERS ?= auto
 XDIST := --dist load --maxschedchunk 1
 
-.PHONY: demo test check lint clean
+.PHONY: demo test check mutate lint clean
 
 # CPU install path: torch is pinned to its CPU build by constraints/cpu.txt (no CUDA download).
 $(STAMP): pyproject.toml constraints/cpu.txt
@@ -42,5 +42,11 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -n $(CHECK_WORKERS) $(XDIST) -m "not slow"
 
+# Mutation testing of the cell maps, the lease logic and the prior (not in make test or CI; about
+# an hour on 2 cores): benchmarks/results/mutation.md lists every surviving mutant and its judgement.
+mutate: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints/cpu.txt -e '.[mutate]'
+	$(BIN)/python benchmarks/mutation.py run --max-children $${MUTATE_WORKERS:-2}
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis mutants .simcache

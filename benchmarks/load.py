@@ -5,7 +5,10 @@ lifecycles without training, as fast as the service answers, for ``--seconds``: 
 reports, then complete (or, with probability ``--fail``, fail asking for a retry). With probability
 ``--abandon`` a worker dies holding its trial: it sends nothing more and comes back under a new id,
 so the trial's lease must expire and the reaper must fail it and queue its parameters again.
-Requests are plain HTTP without client retries: every 5xx is counted.
+Requests are plain HTTP without client retries: every 5xx is counted. The study searches the
+learning rate and the forget-gate bias of an LSTM on the copy task (T = 20) with the prior a user
+gets by default (``restrict``, calibrated on the study's outcomes; ``--prior`` picks another mode,
+``--prior off`` leaves out the theory's work in claims and the server's background refits).
 
 After the load stops the script waits for the last leases to expire and the reaper to pass, then
 reads every trial back and checks:
@@ -17,9 +20,10 @@ reads every trial back and checks:
   (abandoned or reported) queued exactly one new attempt.
 
 Usage: python benchmarks/load.py [--clients 64] [--server-processes 2] [--seconds 120]
+       [--prior restrict|soft|off] [--suffix _off]
        [--database-url postgresql+psycopg://...]   (default: a throwaway cluster,
        tests/support/pg.py)
-Writes benchmarks/results/load.{md,json}; exits 1 if a check fails. About 3 minutes.
+Writes benchmarks/results/load{suffix}.{md,json}; exits 1 if a check fails. About 3 minutes.
 """
 
 from __future__ import annotations
@@ -183,6 +187,8 @@ def run(args: argparse.Namespace, url: str) -> dict:
             "sampler": "random", "pruner": "none", "budget": 100_000, "retries": RETRIES,
             "lease_seconds": args.lease, "seed": 0,
         }  # fmt: skip
+        if args.prior:
+            spec["prior"] = {"mode": args.prior}
         httpx.post(base + V1 + "/studies", json=spec, timeout=60).raise_for_status()
         ctx = mp.get_context("spawn")
         q: mp.Queue = ctx.Queue()
@@ -270,8 +276,9 @@ def run(args: argparse.Namespace, url: str) -> dict:
 
 def write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(json.dumps(report, indent=2) + "\n")
     a = report["args"]
+    stem = "load" + (a.get("suffix") or "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Load: simulated workers against several server processes",
         "",
@@ -279,8 +286,9 @@ def write(report: dict, out: Path) -> None:
         f"{a['clients']} simulated workers in {a['processes']} client processes, "
         f"{a['server_processes']} server processes on one PostgreSQL, {a['seconds']} s of load, "
         f"lease {a['lease']} s; a worker dies holding its trial with probability {a['abandon']}, "
-        f"reports a failure (retry) with probability {a['fail']}. Clients, server and database "
-        "share the machine.",
+        f"reports a failure (retry) with probability {a['fail']}. The study: lr and mu_f, LSTM, "
+        f"copy (T = 20), prior {a.get('prior') or 'by default (restrict, calibrated)'}. Clients, "
+        "server and database share the machine.",
         "",
         "| route | requests | p50 | p99 |",
         "|---|---|---|---|",
@@ -304,7 +312,7 @@ def write(report: dict, out: Path) -> None:
     ]
     if report["errors"]:
         lines += ["", "First errors:", "", *(f"- `{e}`" for e in report["errors"])]
-    (out / "load.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -319,6 +327,10 @@ def main() -> None:
     ap.add_argument("--fail", type=float, default=0.05)
     ap.add_argument("--reap-interval", type=float, help="the server's (default: its own, 5 s)")
     ap.add_argument("--database-url", help="PostgreSQL; default: a throwaway cluster")
+    ap.add_argument(
+        "--prior", choices=["restrict", "soft", "off"], help="the study's (default: its default)"
+    )
+    ap.add_argument("--suffix", default="", help="written to load{suffix}.md and .json")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:

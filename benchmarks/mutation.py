@@ -1,22 +1,27 @@
 """Mutation testing of the modules whose every mutant a test must kill (``make mutate``; not CI).
 
-The modules and the tests that cover them are set in ``pyproject.toml`` (``[tool.mutmut]``): the
-mean-field cell maps (``meanfield/cells/``), the lease logic (``service/leases.py``) and the prior,
-with its feasibility check (``service/prior.py``). mutmut changes one expression at a time in a
-copy of the code (``mutants/``) and runs the tests that reach the changed function; a mutant the
-tests do not notice *survives*.
+mutmut changes one expression at a time in a copy of the code and runs the tests that reach the
+changed function; a mutant the tests do not notice *survives*. The run goes in phases, each a
+module group with the fast tests that check it (``PHASES``): the lease logic (``service/leases.py``
+with the lease and service tests), the prior and its feasibility check (``service/prior.py`` with
+the prior tests), and the mean-field cell maps (``meanfield/cells/``, one phase a cell, with the
+theory, property and Jacobian tests). Each phase runs mutmut in its own copy of the checkout
+(``.mutation/PHASE/``, with a ``[tool.mutmut]`` section written for it), so a phase can be run
+again alone; the report merges the phases.
 
 The theory-against-simulation tests read their finite-width simulations from a disk cache
-(``tests/support/simcache.py``, folder ``.simcache/``) during the run: the simulations do not
-depend on the mutated modules, and the run takes tens of minutes instead of hours.
+(``tests/support/simcache.py``, folder ``.simcache/``): the simulations do not depend on the
+mutated modules, and a phase takes minutes instead of hours.
 
 Each surviving mutant is judged by hand in ``benchmarks/mutation_triage.json`` (mutant name →
-why it is equivalent, or why it is left); the report lists every survivor with its diff and its
-judgement, and counts the ones nobody judged.
+"equivalent: why", or "left: why"); the report lists every survivor with its diff and its
+judgement, and counts the ones nobody judged. ``--minutes`` bounds a phase: mutants it did not
+reach are counted as not checked.
 
 Usage:
-    python benchmarks/mutation.py run [--max-children 2]   # mutmut run, then the report
-    python benchmarks/mutation.py report                   # the report of the last run
+    python benchmarks/mutation.py run [--phases leases,prior,lstm] [--max-children 2]
+                                      [--minutes 60]
+    python benchmarks/mutation.py report          # the report of the recorded phases
 Writes benchmarks/results/mutation.{md,json}.
 """
 
@@ -28,6 +33,8 @@ import json
 import os
 import platform
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,33 +43,96 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TRIAGE = ROOT / "benchmarks" / "mutation_triage.json"
+WORK = ROOT / ".mutation"
 MUTMUT = [sys.executable, "-m", "mutmut"]
+THEORY_TESTS = ["tests/test_theory_vs_sim.py", "tests/test_properties.py", "tests/test_jacobian.py"]
+#: phase → (the files mutated, the tests run against them)
+PHASES: dict[str, tuple[list[str], list[str]]] = {
+    "leases": (["service/leases.py"], ["tests/test_leases.py", "tests/test_service.py"]),
+    "prior": (["service/prior.py"], ["tests/test_prior.py"]),
+    "lstm": (["meanfield/cells/base.py", "meanfield/cells/lstm.py"], THEORY_TESTS),
+    "gru": (["meanfield/cells/gru.py"], THEORY_TESTS),
+    "minimalrnn": (["meanfield/cells/simple.py"], THEORY_TESTS),
+}
 
 
-def run(max_children: int) -> float:
-    """``mutmut run`` with the simulation cache; returns its wall time in seconds."""
+def toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(phase: str) -> Path:
+    """A fresh copy of the checkout (tracked and new files, as they are now) with the phase's
+    ``[tool.mutmut]`` section."""
+    files, tests = PHASES[phase]
+    work = WORK / phase
+    if work.exists():
+        shutil.rmtree(work)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, work / rel)
+    section = "\n".join(
+        [
+            "",
+            "[tool.mutmut]",
+            'source_paths = ["meanfield", "service"]',
+            f"only_mutate = {toml_list(files)}",
+            "also_copy = "
+            + toml_list(["migrations", "contract", "cli", "workers", "docs", "benchmarks"]),
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]',
+            f"pytest_add_cli_args_test_selection = {toml_list(tests)}",
+            "",
+        ]
+    )
+    with open(work / "pyproject.toml", "a") as f:
+        f.write(section)
+    return work
+
+
+def run(phase: str, max_children: int, minutes: float | None) -> float:
+    """``mutmut run`` of one phase with the simulation cache; returns its wall time in seconds
+    (stopped after ``minutes``, if given)."""
+    work = prepare(phase)
     env = {**os.environ, "ISOTUNE_SIM_CACHE": str(ROOT / ".simcache"), "OMP_NUM_THREADS": "1"}
     t0 = time.monotonic()
-    subprocess.run([*MUTMUT, "run", "--max-children", str(max_children)], cwd=ROOT, env=env)
+    with open(work / "mutmut.log", "w") as log:
+        p = subprocess.Popen(
+            [*MUTMUT, "run", "--max-children", str(max_children)],
+            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            p.wait(timeout=None if minutes is None else minutes * 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
     return time.monotonic() - t0
 
 
-def statuses() -> dict[str, str]:
-    """Every mutant's status from mutmut's records in ``mutants/``."""
+def statuses(work: Path) -> dict[str, str]:
+    """Every mutant's status from mutmut's records in ``work/mutants/``."""
     from mutmut.stats import status_by_exit_code
 
     out: dict[str, str] = {}
-    for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
         data = json.loads(meta.read_text())
         for name, code in data["exit_code_by_key"].items():
             out[name] = status_by_exit_code[code]
     return out
 
 
-def diff(name: str) -> str:
+def diff(work: Path, name: str) -> str:
     """The changed lines of one mutant (``mutmut show``)."""
     shown = subprocess.run(
-        [*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True, check=False
+        [*MUTMUT, "show", name], cwd=work, capture_output=True, text=True, check=False
     ).stdout
     lines = [
         line
@@ -79,65 +149,96 @@ def module_of(name: str) -> str:
     return match.group(1) if match else name.rsplit(".", 1)[0]
 
 
-def report(seconds: float | None) -> None:
-    status = statuses()
-    triage: dict[str, str] = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else {}
-    by_module: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for name, s in status.items():
-        by_module[module_of(name)][s] += 1
-    survivors = [n for n, s in status.items() if s == "survived"]
-    rows = [{"mutant": n, "diff": diff(n), "judged": triage.get(n, "")} for n in survivors]
-    unjudged = [r for r in rows if not r["judged"]]
-    equivalent = [r for r in rows if r["judged"].startswith("equivalent")]
-    data = {
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
+def record(phase: str, seconds: float) -> dict:
+    """One phase's outcome: counts per module and status, and every survivor with its diff."""
+    work = WORK / phase
+    status = statuses(work)
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for name, st in status.items():
+        counts[module_of(name)][st] += 1
+    return {
+        "files": PHASES[phase][0],
+        "tests": PHASES[phase][1],
         "date": time.strftime("%Y-%m-%d"),
-        "seconds": seconds,
-        "counts": {m: dict(c) for m, c in sorted(by_module.items())},
-        "survivors": rows,
+        "seconds": round(seconds),
+        "counts": {m: dict(c) for m, c in sorted(counts.items())},
+        "survivors": [
+            {"mutant": n, "diff": diff(work, n)} for n, st in status.items() if st == "survived"
+        ],
     }
+
+
+def report(phases: dict[str, dict]) -> None:
+    """benchmarks/results/mutation.{json,md} from the recorded phases and the triage file."""
+    triage: dict[str, str] = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else {}
+    data = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "phases": phases}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mutation.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    kinds = sorted({s for c in by_module.values() for s in c})
-    took = f" in {seconds / 60:.0f} min" if seconds else ""
+    kinds = ["killed", "survived", "no tests", "timeout", "suspicious", "not checked"]
     lines = [
         "# Mutation testing",
         "",
-        f"Written by `python benchmarks/mutation.py run` (mutmut) on {data['machine']}, "
-        f"{data['date']}{took}. Modules and tests: `[tool.mutmut]` in pyproject.toml. A "
-        "*survivor* is a mutant the tests did not notice; each is judged in "
-        "`benchmarks/mutation_triage.json`.",
+        f"Written by `python benchmarks/mutation.py` (mutmut) on {data['machine']}. A *survivor* "
+        "is a mutant the tests did not notice; each is judged in "
+        "`benchmarks/mutation_triage.json` (*equivalent*: no test can tell it from the code; "
+        "*left*: a real difference, not tested, with the reason). Phases (files mutated, tests "
+        "run) are `PHASES` in `benchmarks/mutation.py`.",
         "",
-        "| module | " + " | ".join(kinds) + " |",
-        "|---|" + "---|" * len(kinds),
+        "| phase | module | date | minutes | " + " | ".join(kinds) + " |",
+        "|---|---|---|---|" + "---|" * len(kinds),
     ]
-    for m, c in sorted(by_module.items()):
-        lines.append(f"| {m} | " + " | ".join(str(c.get(k, 0)) for k in kinds) + " |")
+    rows = []
+    for phase, rec in phases.items():
+        for module, c in rec["counts"].items():
+            lines.append(
+                f"| {phase} | {module} | {rec['date']} | {rec['seconds'] / 60:.0f} | "
+                + " | ".join(str(c.get(k, 0)) for k in kinds)
+                + " |"
+            )
+        rows += [
+            {**r, "phase": phase, "judged": triage.get(r["mutant"], "")} for r in rec["survivors"]
+        ]
+    equivalent = [r for r in rows if r["judged"].startswith("equivalent")]
+    left = [r for r in rows if r["judged"].startswith("left")]
+    unjudged = [r for r in rows if not r["judged"]]
     lines += [
         "",
-        f"{len(survivors)} survivors: {len(equivalent)} judged equivalent, "
-        f"{len(rows) - len(equivalent) - len(unjudged)} judged and left (reason given), "
-        f"{len(unjudged)} not judged yet.",
+        f"{len(rows)} survivors: {len(equivalent)} judged equivalent, {len(left)} judged and left "
+        f"(reason given), {len(unjudged)} not judged yet.",
         "",
-        "| mutant | change | judgement |",
-        "|---|---|---|",
+        "| phase | mutant | change | judgement |",
+        "|---|---|---|---|",
     ]
     for r in rows:
         change = r["diff"].replace("|", "\\|")
-        lines.append(f"| `{r['mutant']}` | `{change}` | {r['judged'] or 'not judged'} |")
+        name = r["mutant"].split(".", 1)[1] if "." in r["mutant"] else r["mutant"]
+        lines.append(f"| {r['phase']} | `{name}` | `{change}` | {r['judged'] or 'not judged'} |")
     (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / 'mutation.md'}: {len(survivors)} survivors, {len(unjudged)} unjudged")
+    print(f"wrote {RESULTS / 'mutation.md'}: {len(rows)} survivors, {len(unjudged)} not judged")
+
+
+def recorded() -> dict[str, dict]:
+    path = RESULTS / "mutation.json"
+    return json.loads(path.read_text()).get("phases", {}) if path.exists() else {}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=["run", "report"])
+    ap.add_argument("--phases", default=",".join(PHASES), help=f"of {', '.join(PHASES)}")
     ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--minutes", type=float, help="stop each phase after this long")
     args = ap.parse_args()
-    seconds = run(args.max_children) if args.what == "run" else None
-    if seconds is None and (RESULTS / "mutation.json").exists():
-        seconds = json.loads((RESULTS / "mutation.json").read_text()).get("seconds")
-    report(seconds)
+    phases = recorded()
+    if args.what == "run":
+        for phase in args.phases.split(","):
+            if phase not in PHASES:
+                sys.exit(f"error: phases={phase!r}: not one of {', '.join(PHASES)}")
+        for phase in args.phases.split(","):
+            seconds = run(phase, args.max_children, args.minutes)
+            phases[phase] = record(phase, seconds)
+            report(phases)
+    report(phases)
 
 
 if __name__ == "__main__":

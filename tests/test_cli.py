@@ -190,3 +190,25 @@ def test_console_entry_prints_json_without_matplotlib() -> None:
     d = json.loads(proc.stdout)
     assert d["cell"] == "lstm" and math.isfinite(d["xi_c"])
     assert "matplotlib" not in proc.stderr, "theory fixed-point must not import matplotlib"
+
+
+@pytest.mark.parametrize(
+    "mode,text,reason",
+    [
+        (0o644, "tok", "readable by others (mode 644)"),
+        (0o600, "  \n", "empty"),
+        (None, "", "No such"),
+    ],
+)
+def test_worker_token_file_is_refused_in_one_line(
+    tmp_path: Path, mode: int | None, text: str, reason: str
+) -> None:
+    path = tmp_path / "token"
+    if mode is not None:
+        path.write_text(text)
+        path.chmod(mode)
+    result = runner.invoke(app, ["worker", "--study", "s", "--token-file", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = stderr_of(result).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: token_file="), lines
+    assert reason in lines[0]

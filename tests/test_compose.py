@@ -6,32 +6,15 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Any
 
 import pytest
-import typer
 import yaml
 
-from cli.main import app
+from tests.support.cli import parse_command as parse
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-
-
-def parse(args: list[str]) -> Any:
-    """Parse ``isotune ARGS`` as the CLI would, without running anything: an unknown command or
-    option, or a bad value, raises. Returns the command's context (``.params``)."""
-    cmd = typer.main.get_command(app)
-    ctx = cmd.make_context("isotune", [], resilient_parsing=True)
-    words = list(args)
-    while hasattr(cmd, "get_command"):  # a group: descend into the named command
-        assert words and not words[0].startswith("-"), f"no command in {args}"
-        sub = cmd.get_command(ctx, words[0])
-        assert sub is not None, f"no such command: {words[0]}"
-        cmd, name, words = sub, words[0], words[1:]
-        ctx = cmd.make_context(name, [], parent=ctx, resilient_parsing=True)
-    return cmd.make_context(ctx.info_name, words, parent=ctx.parent)
 
 
 def substitute(words: list[str]) -> list[str]:

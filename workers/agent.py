@@ -12,9 +12,9 @@ A worker claims from one or more studies in turn (``study`` list), and for each 
    (a diverged loss, an error);
 4. meanwhile a thread renews the lease (heartbeat) every third of its length.
 
-SIGTERM or SIGINT: the current evaluation's report goes out, the trial is given back for a retry,
-and the worker exits. While the server is unreachable the client backs off and retries (up to
-``retry_seconds``). One progress line per trial goes to stdout.
+SIGTERM, SIGINT or SIGUSR1: the current evaluation's report goes out, the trial is given back for
+a retry, and the worker exits. While the server is unreachable the client backs off and retries
+(up to ``retry_seconds``). One progress line per trial goes to stdout.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def train_config(
 
 
 class _Stop:
-    """Set by SIGTERM/SIGINT; the training callback and the claim loop look at it."""
+    """Set by SIGTERM, SIGINT or SIGUSR1 (SLURM's warning before a time limit, ``--signal``);
+    the training callback and the claim loop look at it."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -93,7 +94,10 @@ class _Stop:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        wanted = [signal.SIGTERM, signal.SIGINT]
+        if hasattr(signal, "SIGUSR1"):  # not on Windows
+            wanted.append(signal.SIGUSR1)
+        previous = {s: signal.getsignal(s) for s in wanted}
 
         def handler(signum: int, _frame: object) -> None:
             self.event.set()

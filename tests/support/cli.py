@@ -10,12 +10,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support import ROOT
 
-__all__ = ["console_script", "isotune", "run_script"]
+__all__ = ["console_script", "isotune", "parse_command", "run_script"]
 
 
 def console_script() -> list[str]:
@@ -60,3 +61,23 @@ def run_script(args: list[str], log: Path, timeout: float) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             pytest.fail(f"{args[0]} ran over {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def parse_command(args: list[str]) -> Any:
+    """Parse ``isotune ARGS`` as the CLI would, without running anything: an unknown command or
+    option, or a bad value, raises. Returns the command's context (``.params``). For the commands
+    written in deployment files (compose, Kubernetes, SLURM)."""
+    import typer
+
+    from cli.main import app
+
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("isotune", [], resilient_parsing=True)
+    words = list(args)
+    while hasattr(cmd, "get_command"):  # a group: descend into the named command
+        assert words and not words[0].startswith("-"), f"no command in {args}"
+        sub = cmd.get_command(ctx, words[0])
+        assert sub is not None, f"no such command: {words[0]}"
+        cmd, name, words = sub, words[0], words[1:]
+        ctx = cmd.make_context(name, [], parent=ctx, resilient_parsing=True)
+    return cmd.make_context(ctx.info_name, words, parent=ctx.parent)

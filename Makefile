@@ -25,14 +25,16 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 demo: $(STAMP)
 	$(BIN)/isotune demo
 
-# The test command (.ci/run calls exactly this): every check, every test. PostgreSQL is required:
-# its server binaries are installed when missing (.ci/postgres); ISOTUNE_SKIP_POSTGRES=1 opts out,
-# and the run then says how many PostgreSQL tests it skipped.
+# The test command (.ci/run calls exactly this): every check, every test. PostgreSQL and SLURM are
+# required: their binaries are installed when missing (.ci/postgres, .ci/slurm);
+# ISOTUNE_SKIP_POSTGRES=1 and ISOTUNE_SKIP_SLURM=1 opt out, and the run then says what it skipped.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@if [ "$${ISOTUNE_SKIP_POSTGRES:-0}" != 1 ]; then bash .ci/postgres; fi
+	@if [ "$${ISOTUNE_SKIP_SLURM:-0}" != 1 ]; then bash .ci/slurm; fi
 	ISOTUNE_REQUIRE_POSTGRES=$$([ "$${ISOTUNE_SKIP_POSTGRES:-0}" = 1 ] && echo 0 || echo 1) \
+	ISOTUNE_REQUIRE_SLURM=$$([ "$${ISOTUNE_SKIP_SLURM:-0}" = 1 ] && echo 0 || echo 1) \
 		$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(XDIST)
 
 # The inner loop (about a minute): the same lint, and the tests not marked slow (no server,

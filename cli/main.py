@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from cli.demo import demo_cmd
+from cli.launch import launch_app
 from cli.server import dashboard_cmd, db_app, serve_cmd, token_app
 from cli.study import study_app
 from cli.task import task_app
@@ -91,6 +92,7 @@ app.add_typer(study_app, name="study")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(task_app, name="task")
+app.add_typer(launch_app, name="launch")
 
 
 @app.callback()

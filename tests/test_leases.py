@@ -161,3 +161,43 @@ def test_a_repeated_finish_with_another_outcome_says_what_was_recorded(app: Test
     assert body["field"] == "value"
     assert body["detail"].startswith(f"value=0.25: trial {t} was already completed with value 0.5")
     assert "may only repeat it" in body["detail"]
+
+
+def test_a_report_renews_the_lease_at_most_every_tenth_of_its_length(app: TestClient) -> None:
+    """Lease 2 s: a report right after the claim writes nothing; one 0.5 s in renews the lease;
+    another right after it writes nothing again (the renewed expiry is what the process keeps)."""
+    create(app, lease_seconds=2.0, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    first = expiry(leases(app)[t])
+    r = post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}])
+    # no pruner: never stop a running trial
+    assert r.status_code == 200 and r.json() == {"prune": False, "state": "RUNNING"}, r.text
+    assert expiry(leases(app)[t]) == first
+    time.sleep(0.5)
+    assert post(app, t, "report", w="w", values=[{"step": 1, "value": 0.1}]).status_code == 200
+    renewed = expiry(leases(app)[t])
+    assert (renewed - first).total_seconds() > 0.4
+    time.sleep(0.05)
+    assert post(app, t, "report", w="w", values=[{"step": 2, "value": 0.1}]).status_code == 200
+    assert expiry(leases(app)[t]) == renewed
+
+
+def test_a_report_on_a_trial_finished_behind_its_lease_says_stop(app: TestClient) -> None:
+    """Another server process reaped or finished the trial (here: Optuna directly), while this
+    one still holds the lease as active: the report answers stop, with the trial's state."""
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}]).status_code == 200
+    app.app.state.service.storage.set_trial_state_values(t, TrialState.FAIL)
+    r = post(app, t, "report", w="w", values=[{"step": 1, "value": 0.2}])
+    assert r.status_code == 200 and r.json() == {"prune": True, "state": "FAIL"}, r.text
+
+
+def test_a_report_on_a_trial_whose_study_was_deleted_is_a_404_naming_it(app: TestClient) -> None:
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}]).status_code == 200
+    optuna.delete_study(study_name="s1", storage=app.app.state.service.storage)
+    r = post(app, t, "report", w="w", values=[{"step": 1, "value": 0.2}])
+    assert r.status_code == 404, r.text
+    assert r.json()["field"] == "trial" and r.json()["detail"].startswith(f"trial={t}"), r.text

@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 
@@ -18,6 +20,7 @@ from service.api import build_app
 from service.models import Lease
 from service.optuna_compat import trial_id
 from service.settings import Settings
+from service.states import LeaseState
 from tests.support.api import V1, claim, create
 
 
@@ -153,14 +156,18 @@ def test_a_repeated_finish_with_another_outcome_says_what_was_recorded(app: Test
     assert r.status_code == 409
     body = r.json()
     assert body["field"] == "state"
-    assert body["detail"].startswith(f"state='PRUNED': trial {t} was already finished as COMPLETE")
-    assert "may only repeat its outcome" in body["detail"]
+    assert body["detail"] == (
+        f"state='PRUNED': trial {t} was already finished as COMPLETE; a repeated call may only "
+        "repeat its outcome"
+    )
     r = post(app, t, "complete", w="w", value=0.25)
     assert r.status_code == 409
     body = r.json()
     assert body["field"] == "value"
-    assert body["detail"].startswith(f"value=0.25: trial {t} was already completed with value 0.5")
-    assert "may only repeat it" in body["detail"]
+    assert body["detail"] == (
+        f"value=0.25: trial {t} was already completed with value 0.5; a repeated call may only "
+        "repeat it"
+    )
 
 
 def test_a_report_renews_the_lease_at_most_every_tenth_of_its_length(app: TestClient) -> None:
@@ -201,3 +208,120 @@ def test_a_report_on_a_trial_whose_study_was_deleted_is_a_404_naming_it(app: Tes
     r = post(app, t, "report", w="w", values=[{"step": 1, "value": 0.2}])
     assert r.status_code == 404, r.text
     assert r.json()["field"] == "trial" and r.json()["detail"].startswith(f"trial={t}"), r.text
+
+
+def end_lease(client: TestClient, tid: int, state: LeaseState) -> None:
+    """What another server process does to a lease this one has seen: its row changed."""
+    with client.app.state.service.sessions.begin() as session:
+        session.execute(sa.update(Lease).where(Lease.trial_id == tid).values(state=state))
+
+
+def test_a_heartbeat_reads_the_lease_afresh_and_keeps_the_new_expiry(app: TestClient) -> None:
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    first = expiry(leases(app)[t])
+    time.sleep(0.05)
+    assert post(app, t, "heartbeat", w="w").status_code == 200
+    renewed = expiry(leases(app)[t])
+    assert renewed > first
+    # a report right after renews nothing: the heartbeat's expiry is the one this process keeps
+    r = post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}])
+    assert r.status_code == 200 and r.json() == {"prune": False, "state": "RUNNING"}, r.text
+    assert expiry(leases(app)[t]) == renewed
+    # another process finished the lease: the next heartbeat sees it, not this process's memory
+    end_lease(app, t, LeaseState.FINISHED)
+    r = post(app, t, "heartbeat", w="w")
+    assert r.status_code == 409
+    assert r.json() == {"field": "trial", "detail": f"trial={t}: lease is finished"}
+
+
+def test_a_lease_reaped_between_a_heartbeats_read_and_its_write_is_a_conflict(
+    app: TestClient,
+) -> None:
+    """The lease is expired (the reaper's write, in the renewal's own transaction, so that it
+    runs on SQLite too) just before the heartbeat's renewal reaches the database: the renewal
+    must not revive it."""
+    service = app.app.state.service
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    engine = service.sessions.kw["bind"]
+    fired: list[str] = []
+
+    def reap_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = statement.split()
+        renewal = words[:3] == ["UPDATE", "isotune_leases", "SET"] and "expires_at" in words[3]
+        if renewal and not fired:
+            fired.append(statement)
+            conn.exec_driver_sql(
+                f"UPDATE isotune_leases SET state = 'expired' WHERE trial_id = {int(t)}"
+            )
+
+    sa.event.listen(engine, "before_cursor_execute", reap_first)
+    try:
+        r = post(app, t, "heartbeat", w="w")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", reap_first)
+    assert fired, "the heartbeat wrote no renewal"
+    assert r.status_code == 409, r.text
+    assert r.json() == {"field": "trial", "detail": f"trial={t}: lease is expired"}
+    assert leases(app)[t].state == LeaseState.EXPIRED
+
+
+def test_outcomes_for_a_trial_finished_behind_its_lease_answer_its_state(
+    app: TestClient,
+) -> None:
+    """Another process failed the trial (Optuna directly) while this one holds its lease as
+    active: a late completion, or a late pruning, answers the recorded FAIL and ends the lease."""
+    service = app.app.state.service
+    create(app, lease_seconds=60, budget=3, pruner="none")
+    for outcome in ({"value": 0.5}, {"pruned": True}):
+        t = claim(app, "w")["trial"]["trial_id"]
+        assert post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}]).status_code == 200
+        service.storage.set_trial_state_values(t, TrialState.FAIL)
+        r = post(app, t, "complete", w="w", **outcome)
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "FAIL" and r.json()["trial_id"] == t, r.text
+        assert leases(app)[t].state == LeaseState.FINISHED, outcome
+
+
+def test_a_late_outcome_leaves_a_reaped_lease_expired(app: TestClient) -> None:
+    """Another process reaped the trial (lease expired, trial failed); this one still holds the
+    lease as active: the worker's late pruning answers FAIL and the lease stays expired."""
+    service = app.app.state.service
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}]).status_code == 200
+    end_lease(app, t, LeaseState.EXPIRED)
+    service.storage.set_trial_state_values(t, TrialState.FAIL)
+    r = post(app, t, "complete", w="w", pruned=True)
+    assert r.status_code == 200 and r.json()["state"] == "FAIL", r.text
+    assert leases(app)[t].state == LeaseState.EXPIRED
+
+
+def test_what_a_finish_records(app: TestClient) -> None:
+    """A completion records its value and no failure reason; a pruning records the last report
+    (not a value sent with it); a pruning without reports records no value."""
+    create(app, lease_seconds=60, budget=3, pruner="none")
+    a = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, a, "complete", w="w", value=0.5).status_code == 200
+    b = claim(app, "w")["trial"]["trial_id"]
+    for step, value in enumerate((0.2, 0.4, 0.3)):
+        post(app, b, "report", w="w", values=[{"step": step, "value": value}])
+    assert post(app, b, "complete", w="w", pruned=True, value=0.9).status_code == 200
+    c = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, c, "complete", w="w", pruned=True, value=0.9).status_code == 200
+    by_id = {trial_id(t): t for t in trials(app, "s1")}
+    assert by_id[a].state == TrialState.COMPLETE and by_id[a].value == 0.5
+    assert "isotune_fail" not in by_id[a].user_attrs, by_id[a].user_attrs
+    assert by_id[b].state == TrialState.PRUNED and by_id[b].value == 0.3
+    assert by_id[c].state == TrialState.PRUNED and by_id[c].value is None
+
+
+def test_a_deleted_studys_trials_are_not_found_after_the_delete(app: TestClient) -> None:
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}]).status_code == 200
+    assert app.delete(f"{V1}/studies/s1").status_code == 204
+    for what, body in (("report", {"values": [{"step": 1, "value": 0.2}]}), ("heartbeat", {})):
+        r = post(app, t, what, w="w", **body)
+        assert r.status_code == 404, (what, r.text)

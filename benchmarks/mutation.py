@@ -20,7 +20,7 @@ reach are counted as not checked.
 
 Usage:
     python benchmarks/mutation.py run [--phases leases,prior,lstm] [--max-children 2]
-                                      [--minutes 60]
+                                      [--minutes 60] [--again]
     python benchmarks/mutation.py report          # the report of the recorded phases
 Writes benchmarks/results/mutation.{md,json}.
 """
@@ -94,15 +94,24 @@ def prepare(phase: str) -> Path:
     return work
 
 
-def run(phase: str, max_children: int, minutes: float | None) -> float:
+def run(phase: str, max_children: int, minutes: float | None, again: bool = False) -> float:
     """``mutmut run`` of one phase with the simulation cache; returns its wall time in seconds
-    (stopped after ``minutes``, if given)."""
-    work = prepare(phase)
+    (stopped after ``minutes``, if given). ``again``: in the phase's existing copy, with the
+    tests as they are now, only the mutants that survived or were not reached."""
+    names: list[str] = []
+    if again:
+        work = WORK / phase
+        names = [n for n, st in statuses(work).items() if st in ("survived", "not checked")]
+        shutil.rmtree(work / "tests")
+        skip = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=skip)
+    else:
+        work = prepare(phase)
     env = {**os.environ, "ISOTUNE_SIM_CACHE": str(ROOT / ".simcache"), "OMP_NUM_THREADS": "1"}
     t0 = time.monotonic()
-    with open(work / "mutmut.log", "w") as log:
+    with open(work / "mutmut.log", "a" if again else "w") as log:
         p = subprocess.Popen(
-            [*MUTMUT, "run", "--max-children", str(max_children)],
+            [*MUTMUT, "run", "--max-children", str(max_children), *names],
             cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
@@ -150,7 +159,8 @@ def module_of(name: str) -> str:
 
 
 def record(phase: str, seconds: float) -> dict:
-    """One phase's outcome: counts per module and status, and every survivor with its diff."""
+    """One phase's outcome: counts per module and status, and every survivor with its diff
+    (``seconds``: the phase's mutmut time, its runs added up)."""
     work = WORK / phase
     status = statuses(work)
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -228,6 +238,11 @@ def main() -> None:
     ap.add_argument("--phases", default=",".join(PHASES), help=f"of {', '.join(PHASES)}")
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--minutes", type=float, help="stop each phase after this long")
+    ap.add_argument(
+        "--again",
+        action="store_true",
+        help="rerun a phase's survivors and unreached mutants with the tests as they are now",
+    )
     args = ap.parse_args()
     phases = recorded()
     if args.what == "run":
@@ -235,7 +250,9 @@ def main() -> None:
             if phase not in PHASES:
                 sys.exit(f"error: phases={phase!r}: not one of {', '.join(PHASES)}")
         for phase in args.phases.split(","):
-            seconds = run(phase, args.max_children, args.minutes)
+            seconds = run(phase, args.max_children, args.minutes, args.again)
+            if args.again and phase in phases:
+                seconds += phases[phase]["seconds"]
             phases[phase] = record(phase, seconds)
             report(phases)
     report(phases)

@@ -325,3 +325,107 @@ def test_a_deleted_studys_trials_are_not_found_after_the_delete(app: TestClient)
     for what, body in (("report", {"values": [{"step": 1, "value": 0.2}]}), ("heartbeat", {})):
         r = post(app, t, what, w="w", **body)
         assert r.status_code == 404, (what, r.text)
+
+
+def test_what_changes_between_the_reapers_read_and_its_write_is_respected(
+    app: TestClient,
+) -> None:
+    """Three expired leases: just before the reaper's write that takes them (in its own
+    transaction, so that it runs on SQLite too), the first is renewed by a heartbeat and the
+    second finished by its worker. Only the third is taken: failed and queued again; the first
+    stays active with its trial running, the second stays finished."""
+    service = app.app.state.service
+    create(app, lease_seconds=0.3, budget=6, retries=2, pruner="none")
+    a, b, c = (claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb", "wc"))
+    time.sleep(0.5)
+    engine = service.sessions.kw["bind"]
+    fired: list[str] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = statement.split()
+        taking = words[:3] == ["UPDATE", "isotune_leases", "SET"] and "state" in words[3]
+        if taking and not fired:
+            fired.append(statement)
+            conn.exec_driver_sql(
+                "UPDATE isotune_leases SET expires_at = expires_at + interval '1 hour' "
+                f"WHERE trial_id = {int(a)}"
+                if conn.dialect.name == "postgresql"
+                else "UPDATE isotune_leases SET expires_at = datetime(expires_at, '+1 hour') "
+                f"WHERE trial_id = {int(a)}"
+            )
+            conn.exec_driver_sql(
+                f"UPDATE isotune_leases SET state = 'finished' WHERE trial_id = {int(b)}"
+            )
+
+    sa.event.listen(engine, "before_cursor_execute", meanwhile)
+    try:
+        assert service.leases.reap_expired("s1") == 1
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", meanwhile)
+    assert fired
+    now = leases(app)
+    assert (now[a].state, now[b].state, now[c].state) == ("active", "finished", "expired")
+    states = {trial_id(t): t.state for t in trials(app, "s1")}
+    assert states[a] == states[b] == TrialState.RUNNING and states[c] == TrialState.FAIL
+    waiting = [t for t in trials(app, "s1") if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["isotune_attempt"] == 2
+
+
+def test_a_trial_finished_during_the_reap_leaves_the_others_to_the_reaper(
+    app: TestClient,
+) -> None:
+    """Two expired leases; the first trial the reaper reads is completed by its worker right
+    after the read. It stands, unqueued; the other trial is still failed and queued again."""
+    service = app.app.state.service
+    create(app, lease_seconds=0.3, budget=6, retries=2, pruner="none")
+    ids = [claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb")]
+    time.sleep(0.5)
+    storage = service.storage
+    get_trial, seen = storage.get_trial, []
+
+    def finished_meanwhile(tid: int) -> optuna.trial.FrozenTrial:
+        got = get_trial(tid)
+        if not seen:
+            storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.75])
+        seen.append(tid)
+        return got
+
+    storage.get_trial = finished_meanwhile
+    try:
+        assert service.leases.reap_expired("s1") == 2
+    finally:
+        del storage.get_trial
+    assert sorted(seen) == sorted(ids)
+    states = {trial_id(t): t.state for t in trials(app, "s1")}
+    assert states[seen[0]] == TrialState.COMPLETE and states[seen[1]] == TrialState.FAIL
+    waiting = [t for t in trials(app, "s1") if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["isotune_attempt"] == 2
+
+
+def test_requests_on_trials_not_held_name_the_trial_or_the_worker(app: TestClient) -> None:
+    """An unknown trial is a 404; a trial of the study that isotune never handed out (asked
+    for through Optuna directly) and a trial leased to another worker are 409s; each names what
+    is wrong, with its value."""
+    create(app, lease_seconds=60, budget=3, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    raw = optuna.load_study(study_name="s1", storage=app.app.state.service.storage).ask()
+    cases = {
+        (10**9, "w"): (404, {"field": "trial", "detail": f"trial={10**9}: not found"}),
+        (trial_id(raw), "w"): (
+            409,
+            {
+                "field": "trial",
+                "detail": f"trial={trial_id(raw)}: was not handed out by this service",
+            },
+        ),
+        (t, "intruder"): (
+            409,
+            {
+                "field": "worker_id",
+                "detail": f"worker_id='intruder': trial {t} is leased to another worker",
+            },
+        ),
+    }
+    for (tid, worker), (status, body) in cases.items():
+        r = post(app, tid, "heartbeat", w=worker)
+        assert (r.status_code, r.json()) == (status, body), (tid, worker, r.text)

@@ -251,6 +251,7 @@ def main() -> None:
                 sys.exit(f"error: phases={phase!r}: not one of {', '.join(PHASES)}")
         for phase in args.phases.split(","):
             seconds = run(phase, args.max_children, args.minutes, args.again)
+            phases = recorded()  # as written now: phases may run side by side
             if args.again and phase in phases:
                 seconds += phases[phase]["seconds"]
             phases[phase] = record(phase, seconds)

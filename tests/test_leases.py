@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 
 from service.api import build_app
-from service.models import Lease
+from service.models import Lease, WorkerRecord
 from service.optuna_compat import trial_id
 from service.settings import Settings
 from service.states import LeaseState
+from service.store import ORPHANED
 from tests.support.api import V1, claim, create
 
 
@@ -429,3 +430,73 @@ def test_requests_on_trials_not_held_name_the_trial_or_the_worker(app: TestClien
     for (tid, worker), (status, body) in cases.items():
         r = post(app, tid, "heartbeat", w=worker)
         assert (r.status_code, r.json()) == (status, body), (tid, worker, r.text)
+
+
+def test_claims_answer_for_the_study_they_name(app: TestClient) -> None:
+    """An unknown study is a 404 naming it; an archived one answers done; one whose Optuna study
+    was deleted behind isotune's back is a 409 naming it, on every claim; the worker's
+    capabilities are recorded with its first claim."""
+    r = app.post(f"{V1}/studies/nope/claim", json={"worker_id": "w"})
+    assert (r.status_code, r.json()) == (
+        404,
+        {"field": "study", "detail": "study='nope': not found"},
+    )
+    create(app, name="s1", budget=3, pruner="none")
+    create(app, name="s2", budget=3, pruner="none")
+    body = {"worker_id": "w", "capabilities": {"device": "cpu", "threads": 1}}
+    assert app.post(f"{V1}/studies/s1/claim", json=body).json()["status"] == "assigned"
+    with app.app.state.service.sessions() as session:
+        assert session.get(WorkerRecord, "w").capabilities == {"device": "cpu", "threads": 1}
+    assert app.post(f"{V1}/studies/s1/archive").status_code == 200
+    r = app.post(f"{V1}/studies/s1/claim", json={"worker_id": "w2"})
+    assert (r.status_code, r.json()) == (200, {"status": "done", "trial": None}), r.text
+    assert claim(app, "w3", "s2")["status"] == "assigned"  # s2 cached, then deleted in Optuna
+    optuna.delete_study(study_name="s2", storage=app.app.state.service.storage)
+    detail = "study='s2': " + ORPHANED.format(name="s2")
+    for _ in range(2):
+        r = app.post(f"{V1}/studies/s2/claim", json={"worker_id": "w4"})
+        assert (r.status_code, r.json()) == (409, {"field": "study", "detail": detail}), r.text
+
+
+def test_a_worker_coming_back_gets_its_running_trial_not_a_finished_one(app: TestClient) -> None:
+    create(app, budget=4, pruner="none")
+    first = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, first, "complete", w="w", value=0.5).status_code == 200
+    second = claim(app, "w")["trial"]["trial_id"]
+    # the worker restarts and claims again: its running trial, not its finished one, nor a new one
+    assert claim(app, "w")["trial"]["trial_id"] == second != first
+
+
+def test_a_claim_reaps_every_expired_lease_of_its_study(app: TestClient) -> None:
+    create(app, lease_seconds=0.3, budget=6, retries=0, pruner="none")
+    gone = [claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb", "wc")]
+    time.sleep(0.5)
+    assert claim(app, "wd")["status"] == "assigned"
+    now = leases(app)
+    assert [now[t].state for t in gone] == ["expired"] * 3
+
+
+def test_what_a_finish_answers_and_how_it_ends_the_lease(app: TestClient) -> None:
+    create(app, lease_seconds=60, budget=4, retries=2, pruner="none")
+    a = claim(app, "w")["trial"]["trial_id"]
+    r = post(app, a, "complete", w="w", value=0.5)
+    assert r.json() == {"trial_id": a, "number": 0, "state": "COMPLETE", "value": 0.5}, r.text
+    b = claim(app, "w")["trial"]["trial_id"]
+    r = post(app, b, "fail", w="w", reason="out of memory", retry=True)
+    assert r.json()["state"] == "FAIL" and r.json()["value"] is None, r.text
+    c = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, c, "fail", w="w", reason="diverged").status_code == 200
+    now = leases(app)
+    assert (now[a].state, now[b].state, now[c].state) == ("finished", "released", "finished")
+    by_id = {trial_id(t): t for t in trials(app, "s1")}
+    assert by_id[b].user_attrs["isotune_fail"] == "out of memory"
+
+
+def test_a_finish_on_a_trial_whose_study_was_deleted_is_a_404_naming_it(app: TestClient) -> None:
+    create(app, lease_seconds=60, budget=2, pruner="none")
+    t = claim(app, "w")["trial"]["trial_id"]
+    assert post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}]).status_code == 200
+    optuna.delete_study(study_name="s1", storage=app.app.state.service.storage)
+    r = post(app, t, "complete", w="w", value=0.5)
+    assert r.status_code == 404, r.text
+    assert r.json()["field"] == "trial" and r.json()["detail"].startswith(f"trial={t}"), r.text

@@ -482,14 +482,23 @@ def test_what_a_finish_answers_and_how_it_ends_the_lease(app: TestClient) -> Non
     r = post(app, a, "complete", w="w", value=0.5)
     assert r.json() == {"trial_id": a, "number": 0, "state": "COMPLETE", "value": 0.5}, r.text
     b = claim(app, "w")["trial"]["trial_id"]
+    # the lease as read back from the database (the heartbeat reads it afresh), not as claimed
+    assert post(app, b, "heartbeat", w="w").status_code == 200
     r = post(app, b, "fail", w="w", reason="out of memory", retry=True)
     assert r.json()["state"] == "FAIL" and r.json()["value"] is None, r.text
     c = claim(app, "w")["trial"]["trial_id"]
+    app.app.state.service.leases.forget()  # as in another server process: nothing remembered
+    r = post(app, c, "report", w="w", values=[{"step": 0, "value": 0.1}])
+    assert r.status_code == 200 and r.json() == {"prune": False, "state": "RUNNING"}, r.text
     assert post(app, c, "fail", w="w", reason="diverged").status_code == 200
     now = leases(app)
     assert (now[a].state, now[b].state, now[c].state) == ("finished", "released", "finished")
     by_id = {trial_id(t): t for t in trials(app, "s1")}
     assert by_id[b].user_attrs["isotune_fail"] == "out of memory"
+    again = [
+        t for t in by_id.values() if t.params == by_id[b].params and t.number > by_id[b].number
+    ]
+    assert [t.user_attrs["isotune_attempt"] for t in again] == [2]
 
 
 def test_a_finish_on_a_trial_whose_study_was_deleted_is_a_404_naming_it(app: TestClient) -> None:

@@ -309,3 +309,23 @@ def test_a_candidate_mean_matches_untied_simulation(cell: str, regime: str) -> N
     if regime == "independent":
         tail = sim.corr.mean(axis=0)[math.ceil(5 * xi) :].mean()
         assert float(fp.c_star) > 0.5 and tail == pytest.approx(float(fp.c_star), abs=0.02)
+
+
+@pytest.mark.parametrize("regime", ["independent", "shared"])
+@pytest.mark.parametrize("cell", sorted(CANDIDATE_MEAN))
+def test_the_moment_map_iterated_from_zero_reaches_the_closed_form_fixed_point(
+    cell: str, regime: str
+) -> None:
+    """The fixed point is solved in closed form where the map allows (the LSTM's cell-state
+    moments, for instance), while trajectories step the full map: with a non-zero candidate
+    mean, every term that carries the mean (its sign, the cross term of E[c²], the −m² of the
+    variance) must lead both to the same place."""
+    cfg, inputs = Config.from_flat(cell, CANDIDATE_MEAN[cell]), Inputs(1.0, regime)
+    fp = fixed_point(cfg, inputs)
+    steps = math.ceil(30 * max(float(fp.xi_q), float(fp.xi_c))) + 100
+    tr = trajectory(cfg, inputs, steps=steps, start="zero")
+    assert float(tr["q"][-1]) == pytest.approx(float(fp.q_star), rel=1e-6)
+    assert float(tr["m"][-1]) == pytest.approx(float(fp.m_star), rel=1e-6)
+    if cell == "lstm":
+        assert float(tr["s"][-1]) == pytest.approx(float(fp.s_star), rel=1e-6)
+    assert float(tr["corr"][-1]) == pytest.approx(float(fp.c_star), abs=1e-6)

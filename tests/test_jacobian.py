@@ -38,10 +38,11 @@ from meanfield.theory import theory_for
 N = 1000
 INPUTS = Inputs(R=0.8)
 
-#: Two configurations per cell: a memory-keeping one (index 0) and one whose recurrent part is large
+#: Configurations per cell: a memory-keeping one (index 0) and one whose recurrent part is large
 #: (index 1), so that the orthogonal correction of m₂ (6-59%) is well above the 2% tolerance (see
 #: test_orthogonal_correction_is_resolved). Per-gate nu and bias spreads rho exercise the per-gate
-#: bookkeeping of b_eff.
+#: bookkeeping of b_eff. The gated cells' index 2 has a non-zero candidate mean (LSTM mu_g, GRU
+#: mu_n), so that the state's mean enters the moments (the LSTM's E[c⁴] and c's variance).
 CONFIGS: dict[str, list[dict[str, float]]] = {
     "vanilla": [
         {"mu": 0.0, "nu": 1.0, "sigma": 1.0},
@@ -54,10 +55,12 @@ CONFIGS: dict[str, list[dict[str, float]]] = {
     "gru": [
         {"mu_z": 1.0, "nu": 1.0, "rho": 0.2},
         {"mu_z": -1.0, "mu_r": 1.0, "nu": 1.5, "nu_r": 0.5, "sigma": 0.5, "rho": 0.2},
+        {"mu_z": 2.0, "mu_n": 1.0, "nu": 1.0},
     ],
     "lstm": [
         {"mu_f": 2.0, "nu": 1.0},
         {"mu_f": -1.0, "mu_i": 1.0, "mu_o": 1.0, "nu": 2.0, "nu_g": 1.5, "sigma": 0.5, "rho": 0.2},
+        {"mu_f": 0.5, "mu_g": 2.0, "nu": 0.5, "nu_f": 4.0, "sigma": 0.5},
     ],
 }
 CASES = [(cell, i) for cell, cfgs in CONFIGS.items() for i in range(len(cfgs))]

@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from numpy.polynomial.hermite_e import hermegauss
 
-from meanfield import CELLS, MEMORY_GATE, Config, Inputs, fixed_point, memory_time_scale
+from meanfield import (
+    CELLS,
+    MEMORY_GATE,
+    Config,
+    Inputs,
+    MeanFieldError,
+    fixed_point,
+    memory_time_scale,
+)
 
 #: Shrinking re-runs the engine hundreds of times; the explicit examples already give minimal
 #: reproducers, so failures are reported as found.
@@ -285,3 +293,30 @@ def test_grid_equals_pointwise(cell: str, data, regime: str, w: str) -> None:
             a, b = float(getattr(grid, name)[k]), float(getattr(one, name))
             assert a == pytest.approx(b, rel=rtol, abs=atol, nan_ok=True), (name, k)
         assert float(xi_fast[k]) == pytest.approx(float(one.xi_c), rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "minimalrnn"])
+def test_a_grid_solves_each_point_as_it_alone_would(cell: str) -> None:
+    """A grid whose points need different solvers (shared inputs, where C* = 1 is stable, beside
+    partly correlated ones, solved on the subset left over) gives each point the answer it gets
+    alone: its own input statistics travel with it into the subset."""
+    gate = MEMORY_GATE[cell]
+    values = {f"mu_{gate}": np.array([1.0, 1.0, 2.0]), "nu": np.array([1.0, 0.8, 1.2])}
+    r_ab = np.array([1.0, 0.3, 0.6])
+    grid = fixed_point(Config.from_flat(cell, values), Inputs(R=1.0, R_ab=r_ab))
+    for k in range(3):
+        alone = Config.from_flat(cell, {n: float(v[k]) for n, v in values.items()})
+        one = fixed_point(alone, Inputs(R=1.0, R_ab=float(r_ab[k])))
+        assert float(grid.c_star[k]) == pytest.approx(float(one.c_star), rel=1e-6), k
+        assert float(grid.q_star[k]) == pytest.approx(float(one.q_star), rel=1e-9), k
+
+
+def test_input_statistics_that_do_not_fit_the_grid_are_refused_naming_them() -> None:
+    cfg = Config.from_flat("lstm", {"mu_f": np.array([1.0, 2.0])})
+    with pytest.raises(MeanFieldError) as e:
+        fixed_point(cfg, Inputs(R=np.array([1.0, 0.5, 0.2])))
+    assert (e.value.field, e.value.reason) == (
+        "input_var",
+        "shape (3,) does not broadcast to the configurations' (2,)",
+    )
+    assert list(e.value.value) == [1.0, 0.5, 0.2]

@@ -320,3 +320,32 @@ def test_input_statistics_that_do_not_fit_the_grid_are_refused_naming_them() -> 
         "shape (3,) does not broadcast to the configurations' (2,)",
     )
     assert list(e.value.value) == [1.0, 0.5, 0.2]
+
+
+def test_a_two_dimensional_grid_answers_as_its_flat_points() -> None:
+    """The theory map's grids are two-dimensional: every answer keeps the grid's shape and
+    equals the flat grid's, per-point input statistics included."""
+    mu = np.array([[0.0, 1.0], [2.0, 3.0]])
+    nu = np.array([[0.8, 1.0], [1.2, 1.5]])
+    r = np.array([[1.0, 0.9], [0.8, 0.7]])
+    square = fixed_point(Config.from_flat("lstm", {"mu_f": mu, "nu": nu}), Inputs(R=r))
+    flat = fixed_point(
+        Config.from_flat("lstm", {"mu_f": mu.ravel(), "nu": nu.ravel()}), Inputs(R=r.ravel())
+    )
+    for name in ("q_star", "c_star", "xi_c", "m1"):
+        got = np.asarray(getattr(square, name))
+        assert got.shape == (2, 2), name
+        np.testing.assert_allclose(got.ravel(), np.asarray(getattr(flat, name)), rtol=1e-9)
+
+
+def test_the_lstm_forget_gates_cross_moment_and_its_complement_agree() -> None:
+    """1 − E[f_a f_b] is computed apart (from the complements, for precision near saturation):
+    away from saturation it must equal one minus E[f_a f_b], with the forget gate's own
+    variance and covariance (here unlike the other gates')."""
+    from meanfield.theory import theory_for
+
+    cfg = Config.from_flat("lstm", {"mu_f": 0.5, "nu_f": 2.0, "nu_o": 0.5, "rho_f": 0.8})
+    th = theory_for(cfg, Inputs(R=1.0))
+    q, q_ab = np.array([0.6]), np.array([0.25])
+    cross = th._cross_gates(q, q_ab)
+    assert float(cross["1-f"][0]) == pytest.approx(1.0 - float(cross["f"][0]), rel=1e-8)

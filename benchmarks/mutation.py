@@ -14,9 +14,9 @@ The theory-against-simulation tests read their finite-width simulations from a d
 mutated modules, and a phase takes minutes instead of hours.
 
 Each surviving mutant is judged by hand in ``benchmarks/mutation_triage.json`` (mutant name →
-"equivalent: why", or "left: why"); the report lists every survivor with its diff and its
-judgement, and counts the ones nobody judged. ``--minutes`` bounds a phase: mutants it did not
-reach are counted as not checked.
+"equivalent: why", "left: why", or "killed: by which later test"); the report lists every
+survivor with its diff and its judgement, and counts the ones nobody judged. ``--minutes``
+bounds a phase: mutants it did not reach are counted as not checked.
 
 Usage:
     python benchmarks/mutation.py run [--phases leases,prior,lstm] [--max-children 2]
@@ -210,11 +210,13 @@ def report(phases: dict[str, dict]) -> None:
         ]
     equivalent = [r for r in rows if r["judged"].startswith("equivalent")]
     left = [r for r in rows if r["judged"].startswith("left")]
+    later = [r for r in rows if r["judged"].startswith("killed")]
     unjudged = [r for r in rows if not r["judged"]]
     lines += [
         "",
         f"{len(rows)} survivors: {len(equivalent)} judged equivalent, {len(left)} judged and left "
-        f"(reason given), {len(unjudged)} not judged yet.",
+        f"(reason given), {len(later)} killed by a test written after the phase's last run "
+        f"(checked by applying the mutant by hand), {len(unjudged)} not judged yet.",
         "",
         "| phase | mutant | change | judgement |",
         "|---|---|---|---|",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,7 +110,7 @@ def run(phase: str, max_children: int, minutes: float | None, again: bool = Fals
     else:
         work = prepare(phase)
     env = {**os.environ, "ISOTUNE_SIM_CACHE": str(ROOT / ".simcache"), "OMP_NUM_THREADS": "1"}
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     with open(work / "mutmut.log", "a" if again else "w") as log:
         p = subprocess.Popen(
             [*MUTMUT, "run", "--max-children", str(max_children), *names],
@@ -123,7 +125,34 @@ def run(phase: str, max_children: int, minutes: float | None, again: bool = Fals
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+    stop_left_clusters(started)
     return time.monotonic() - t0
+
+
+def stop_left_clusters(since: float) -> list[int]:
+    """Stop the PostgreSQL clusters that tests started during the phase and could not stop: a
+    mutant's test process killed by mutmut's time limit (or the phase stopped by ``--minutes``)
+    runs no fixture teardown. Each is stopped by its postmaster's pid (``postmaster.pid``) and its
+    folder removed; returns the pids."""
+    stopped = []
+    folders = {Path("/dev/shm"), Path(tempfile.gettempdir())}  # where tests/support/pg.py puts them
+    for root in (r for folder in folders for r in folder.glob("isotune-pg-*")):
+        pidfile = root / "data" / "postmaster.pid"
+        try:
+            if root.stat().st_mtime < since:
+                continue
+            pid = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+        except (OSError, ValueError):
+            continue
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)  # fast shutdown
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.1)
+            stopped.append(pid)
+        shutil.rmtree(root, ignore_errors=True)
+    return stopped
 
 
 def statuses(work: Path) -> dict[str, str]:

@@ -5,6 +5,7 @@ the passes are the tests'."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -217,6 +218,29 @@ def end_lease(client: TestClient, tid: int, state: LeaseState) -> None:
         session.execute(sa.update(Lease).where(Lease.trial_id == tid).values(state=state))
 
 
+@contextlib.contextmanager
+def meanwhile(client: TestClient, column: str, *sql: str) -> Iterator[list[str]]:
+    """Run ``sql`` just before the service's first ``UPDATE isotune_leases SET column ...``, in
+    that statement's own transaction (so that it runs on SQLite too): another process's write
+    landing between the service's read and its write. Yields the statements it fired before."""
+    engine = client.app.state.service.sessions.kw["bind"]
+    fired: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = statement.split()
+        hit = words[:3] == ["UPDATE", "isotune_leases", "SET"] and column in words[3]
+        if hit and not fired:
+            fired.append(statement)
+            for one in sql:
+                conn.exec_driver_sql(one)
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield fired
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+
+
 def test_a_heartbeat_reads_the_lease_afresh_and_keeps_the_new_expiry(app: TestClient) -> None:
     create(app, lease_seconds=60, budget=2, pruner="none")
     t = claim(app, "w")["trial"]["trial_id"]
@@ -242,26 +266,11 @@ def test_a_lease_reaped_between_a_heartbeats_read_and_its_write_is_a_conflict(
     """The lease is expired (the reaper's write, in the renewal's own transaction, so that it
     runs on SQLite too) just before the heartbeat's renewal reaches the database: the renewal
     must not revive it."""
-    service = app.app.state.service
     create(app, lease_seconds=60, budget=2, pruner="none")
     t = claim(app, "w")["trial"]["trial_id"]
-    engine = service.sessions.kw["bind"]
-    fired: list[str] = []
-
-    def reap_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        words = statement.split()
-        renewal = words[:3] == ["UPDATE", "isotune_leases", "SET"] and "expires_at" in words[3]
-        if renewal and not fired:
-            fired.append(statement)
-            conn.exec_driver_sql(
-                f"UPDATE isotune_leases SET state = 'expired' WHERE trial_id = {int(t)}"
-            )
-
-    sa.event.listen(engine, "before_cursor_execute", reap_first)
-    try:
+    expire = f"UPDATE isotune_leases SET state = 'expired' WHERE trial_id = {int(t)}"
+    with meanwhile(app, "expires_at", expire) as fired:
         r = post(app, t, "heartbeat", w="w")
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", reap_first)
     assert fired, "the heartbeat wrote no renewal"
     assert r.status_code == 409, r.text
     assert r.json() == {"field": "trial", "detail": f"trial={t}: lease is expired"}
@@ -339,30 +348,15 @@ def test_what_changes_between_the_reapers_read_and_its_write_is_respected(
     create(app, lease_seconds=0.3, budget=6, retries=2, pruner="none")
     a, b, c = (claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb", "wc"))
     time.sleep(0.5)
-    engine = service.sessions.kw["bind"]
-    fired: list[str] = []
-
-    def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        words = statement.split()
-        taking = words[:3] == ["UPDATE", "isotune_leases", "SET"] and "state" in words[3]
-        if taking and not fired:
-            fired.append(statement)
-            conn.exec_driver_sql(
-                "UPDATE isotune_leases SET expires_at = expires_at + interval '1 hour' "
-                f"WHERE trial_id = {int(a)}"
-                if conn.dialect.name == "postgresql"
-                else "UPDATE isotune_leases SET expires_at = datetime(expires_at, '+1 hour') "
-                f"WHERE trial_id = {int(a)}"
-            )
-            conn.exec_driver_sql(
-                f"UPDATE isotune_leases SET state = 'finished' WHERE trial_id = {int(b)}"
-            )
-
-    sa.event.listen(engine, "before_cursor_execute", meanwhile)
-    try:
+    later = (
+        "expires_at + interval '1 hour'"
+        if service.sessions.kw["bind"].dialect.name == "postgresql"
+        else "datetime(expires_at, '+1 hour')"
+    )
+    renew = f"UPDATE isotune_leases SET expires_at = {later} WHERE trial_id = {int(a)}"
+    finish = f"UPDATE isotune_leases SET state = 'finished' WHERE trial_id = {int(b)}"
+    with meanwhile(app, "state", renew, finish) as fired:
         assert service.leases.reap_expired("s1") == 1
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", meanwhile)
     assert fired
     now = leases(app)
     assert (now[a].state, now[b].state, now[c].state) == ("active", "finished", "expired")

@@ -44,6 +44,9 @@ class CachedStudy:
     calibrated_on: int = -1
     #: the prior from other studies (``prior.calibrate_from``): (posterior, names, outcomes)
     source: Any = None
+    #: whether the study samples ahead (``service.pool``), as this process last saw it: claims
+    #: look for a pooled trial before the study lock only then
+    pooling: bool = False
 
     @property
     def prior(self) -> Prior | None:

@@ -76,8 +76,9 @@ def export_trial(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "number": t.number,
         "state": t.state.name,
         "value": finite_or_none(value),
-        # a WAITING trial has no parameters yet: export those it is queued with
-        "params": enqueued_params(t) if waiting else t.params,
+        # an enqueued WAITING trial has no parameters yet: export those it is queued with (one
+        # sampled ahead, ``service.pool``, has its own)
+        "params": (t.params or enqueued_params(t)) if waiting else t.params,
         "distributions": {
             k: optuna.distributions.distribution_to_json(d) for k, d in t.distributions.items()
         },

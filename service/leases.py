@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from contract.wire import (
     ClaimResponse,
@@ -34,16 +34,29 @@ from contract.wire import (
     ReportResponse,
     TrialOutcome,
 )
-from meanfield import MeanFieldError
 from service import metrics
 from service.cache import CachedStudy, StudyCache
 from service.errors import Conflict, NotFound
 from service.exports import ATTEMPT_ATTR, WORKER_ATTR, finite_or_none
 from service.models import Lease, StudyRecord
-from service.optuna_compat import set_user_attrs
+from service.optuna_compat import (
+    complete_trial,
+    enqueued_params,
+    report_values,
+    set_user_attrs,
+)
 from service.optuna_compat import trial_id as trial_id_of
-from service.prior import PriorSampler
-from service.search import make_sampler
+from service.pool import (
+    THEORY_ATTR,
+    THEORY_COLUMNS,
+    Pool,
+    Refiller,
+    mine_query,
+    propose,
+    study_row,
+    target,
+    theory_attrs,
+)
 from service.states import LeaseState, StudyState
 from service.store import Store, aware, now, orphaned
 from service.workerlog import MAX_HELD, WorkerLog
@@ -52,9 +65,6 @@ __all__ = ["ATTEMPT_ATTR", "FINISHED", "THEORY_ATTR", "THEORY_COLUMNS", "WORKER_
 
 log = logging.getLogger("isotune.service")
 
-THEORY_ATTR = "isotune_theory"
-#: Numbers of the theory record also stored as user attributes of their own (dashboard columns).
-THEORY_COLUMNS = ("xi_c", "margin", "predicted_trainable", "T_log_m1")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -82,6 +92,8 @@ class Leases:
         self.store, self.cache = store, cache
         self._held: dict[int, Held] = {}
         self.workers = WorkerLog()
+        self.pool = Pool(store, cache, self.workers)
+        self.refiller = Refiller(self.pool)
 
     def forget(self, study_name: str | None = None) -> None:
         """Drop the remembered leases (of one study, or all of them)."""
@@ -199,127 +211,130 @@ class Leases:
         return answer
 
     def _claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
-        with self.store.study_lock(name):
-            t0 = now()
-            # one round trip: the study's state, whether leases have expired, this worker's
-            # active lease, and how many fresh parameter sets were handed out (indexed lookups)
-            leases = select(Lease).where(Lease.study_name == name)
-            mine_q = (
-                leases.where(Lease.worker_id == worker_id, Lease.state == LeaseState.ACTIVE)
-                .with_only_columns(Lease.trial_id)
-                .limit(1)
-            )
-            with self.store.sessions() as session:
-                row = session.execute(
-                    select(
-                        StudyRecord.state,
-                        StudyRecord.optuna_study_id,
-                        StudyRecord.waiting,
-                        leases.where(Lease.state == LeaseState.ACTIVE, Lease.expires_at < t0)
-                        .with_only_columns(Lease.trial_id)
-                        .limit(1)
-                        .scalar_subquery(),
-                        mine_q.scalar_subquery(),
-                        leases.where(Lease.attempt == 1)
-                        .with_only_columns(func.count())
-                        .scalar_subquery(),
-                    ).where(StudyRecord.name == name)
-                ).first()
+        cached = self.cache.peek(name)
+        if cached is not None and cached.pooling:
+            # a study that samples ahead: a claim takes a pooled trial without the study lock
+            # when nothing else is to be done (no expired lease, no trial of its own, no retry)
+            row = study_row(self.store, name, worker_id, now())
             if row is None:
                 raise NotFound("study", name)
-            state, optuna_id, waiting, expired, mine, fresh = row
+            state, optuna_id, waiting, expired, mine, _, pooled, running = row
             if state != StudyState.ACTIVE:
                 return ClaimResponse(status="done")
             info = self.cache.get(name, optuna_id)
-            if expired is not None:
-                self.reap_expired(name)
-                with self.store.sessions() as session:
-                    mine = session.scalar(mine_q)
-                    waiting = session.scalar(
-                        select(StudyRecord.waiting).where(StudyRecord.name == name)
-                    )
-            if mine is not None:  # a restarted worker gets its trial back, if it still runs
-                trial = self.store.storage.get_trial(mine)
-                if trial.state != TrialState.RUNNING:  # finished, its lease left behind
-                    self._close(mine)
-                else:
-                    with self.store.sessions.begin() as session:
-                        self.workers.saw(session, worker_id, capabilities, t0)
-                        lease = session.get(Lease, mine)
-                        session.expunge(lease)
-                    theory = trial.user_attrs.get(THEORY_ATTR)
-                    return ClaimResponse(
-                        status="assigned",
-                        trial=info.assignment(lease, trial.params, theory),
-                    )
-            if fresh >= info.spec.budget:  # only re-enqueued parameters are left to try
-                sid = info.optuna_id
-                if not self.store.rdb.get_all_trials(
-                    sid, deepcopy=False, states=(TrialState.WAITING,)
-                ):
-                    running = self.store.rdb.get_all_trials(
-                        sid, deepcopy=False, states=(TrialState.RUNNING,)
-                    )
-                    return ClaimResponse(status="wait" if running else "done")
-                waiting = max(waiting, 1)
-            sampler = make_sampler(info.spec, fresh)
-            if info.prior is not None and info.prior.mode != "off":
-                seed = None if info.spec.seed is None else info.spec.seed + fresh
-                sampler = PriorSampler(sampler, info.prior, info.distributions, fresh, seed)
-            info.study.sampler = sampler
-            info.study.skip_waiting = waiting <= 0
-            trial = info.study.ask(info.distributions)
-            retried = ATTEMPT_ATTR in trial.user_attrs  # a re-enqueued trial carries its attempt
-            attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
-            t0 = now()
-            lease = Lease(
-                trial_id=trial_id_of(trial),
-                study_name=name,
-                trial_number=trial.number,
-                worker_id=worker_id,
-                claimed_at=t0,
-                expires_at=t0 + timedelta(seconds=info.spec.lease_seconds),
-                attempt=attempt,
-                state=LeaseState.ACTIVE,
-            )
-            with self.store.sessions.begin() as session:
-                self.workers.saw(session, worker_id, capabilities, t0)
-                if self.store.sqlite:  # SQLite reuses the ids of a study deleted in Optuna
-                    stale = (Lease.trial_id == lease.trial_id) & (Lease.study_name != name)
-                    session.execute(delete(Lease).where(stale))
-                session.add(lease)
-                if retried:
-                    session.execute(
-                        update(StudyRecord)
-                        .where(StudyRecord.name == name, StudyRecord.waiting > 0)
-                        .values(waiting=StudyRecord.waiting - 1)
-                    )
+            if pooled and expired is None and mine is None and waiting <= 0:
+                taken = self.pool.take(name, worker_id, capabilities, info.spec.lease_seconds)
+                if pooled - 1 < max(1, target(info.spec, running + 1)) / 2:
+                    self.refiller.request(name)
+                if taken is not None:
+                    return self._handed(info, taken.lease, taken.params, taken.theory)
+        with self.store.study_lock(name):
+            got = self._claim_locked(name, worker_id, capabilities)
+        if isinstance(got, ClaimResponse):
+            return got
         # the trial is leased: the rest needs no lock (other claims wait less)
+        info, lease, trial = got
+        theory, attrs = theory_attrs(info, trial.params)
+        set_user_attrs(self.store.rdb, trial_id_of(trial), {WORKER_ATTR: worker_id, **attrs})
+        return self._handed(info, lease, trial.params, theory)
+
+    def _claim_locked(
+        self, name: str, worker_id: str, capabilities: dict[str, Any]
+    ) -> ClaimResponse | tuple[CachedStudy, Lease, optuna.trial.FrozenTrial]:
+        """The claim under the study lock: an answer, or a new trial leased (its theory numbers
+        are the caller's, after the lock)."""
+        t0 = now()
+        row = study_row(self.store, name, worker_id, t0)
+        if row is None:
+            raise NotFound("study", name)
+        state, optuna_id, waiting, expired, mine, fresh, pooled, running = row
+        if state != StudyState.ACTIVE:
+            return ClaimResponse(status="done")
+        info = self.cache.get(name, optuna_id)
+        if expired is not None:
+            self.reap_expired(name)
+            with self.store.sessions() as session:
+                mine = session.scalar(mine_query(name, worker_id))
+                waiting = session.scalar(
+                    select(StudyRecord.waiting).where(StudyRecord.name == name)
+                )
+        if mine is not None:  # a restarted worker gets its trial back, if it still runs
+            trial = self.store.storage.get_trial(mine)
+            if trial.state != TrialState.RUNNING:  # finished, its lease left behind
+                self._close(mine)
+            else:
+                with self.store.sessions.begin() as session:
+                    self.workers.saw(session, worker_id, capabilities, t0)
+                    lease = session.get(Lease, mine)
+                    session.expunge(lease)
+                theory = trial.user_attrs.get(THEORY_ATTR)
+                return ClaimResponse(
+                    status="assigned",
+                    trial=info.assignment(lease, trial.params, theory),
+                )
+        wanted = target(info.spec, running + 1)
+        info.pooling = bool(wanted or pooled)
+        if wanted > pooled:
+            self.refiller.request(name)
+        if waiting <= 0 and pooled:
+            taken = self.pool.take(name, worker_id, capabilities, info.spec.lease_seconds)
+            if taken is not None:
+                return self._handed(info, taken.lease, taken.params, taken.theory)
+        if fresh + pooled >= info.spec.budget and waiting <= 0:  # only re-enqueued sets left
+            sid = info.optuna_id
+            queued = self.store.rdb.get_all_trials(
+                sid, deepcopy=False, states=(TrialState.WAITING,)
+            )
+            if not any(enqueued_params(t) for t in queued):
+                running_trials = self.store.rdb.get_all_trials(
+                    sid, deepcopy=False, states=(TrialState.RUNNING,)
+                )
+                return ClaimResponse(status="wait" if running_trials else "done")
+            waiting = 1
+        trial = propose(info, fresh + pooled, waiting)
+        retried = ATTEMPT_ATTR in trial.user_attrs  # a re-enqueued trial carries its attempt
+        attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+        t0 = now()
+        lease = Lease(
+            trial_id=trial_id_of(trial),
+            study_name=name,
+            trial_number=trial.number,
+            worker_id=worker_id,
+            claimed_at=t0,
+            expires_at=t0 + timedelta(seconds=info.spec.lease_seconds),
+            attempt=attempt,
+            state=LeaseState.ACTIVE,
+        )
+        with self.store.sessions.begin() as session:
+            self.workers.saw(session, worker_id, capabilities, t0)
+            if self.store.sqlite:  # SQLite reuses the ids of a study deleted in Optuna
+                stale = (Lease.trial_id == lease.trial_id) & (Lease.study_name != name)
+                session.execute(delete(Lease).where(stale))
+            session.add(lease)
+            if retried:
+                session.execute(
+                    update(StudyRecord)
+                    .where(StudyRecord.name == name, StudyRecord.waiting > 0)
+                    .values(waiting=StudyRecord.waiting - 1)
+                )
+        return info, lease, trial
+
+    def _handed(
+        self, info: CachedStudy, lease: Lease, params: dict[str, Any], theory: dict | None
+    ) -> ClaimResponse:
+        """Remember the lease handed out and answer the claim."""
         self._remember(
             lease.trial_id,
             Held(
-                study_name=name,
-                worker_id=worker_id,
-                attempt=attempt,
+                study_name=info.name,
+                worker_id=lease.worker_id,
+                attempt=lease.attempt,
                 trial_number=lease.trial_number,
                 optuna_id=info.optuna_id,
-                expires_at=lease.expires_at,
+                expires_at=aware(lease.expires_at),
             ),
         )
-        theory = None
-        attrs: dict[str, Any] = {WORKER_ATTR: worker_id}
-        if info.prior is not None:
-            try:
-                theory = info.prior.numbers(trial.params)
-            except MeanFieldError:  # the theory has no answer here: the trial runs without
-                log.warning("no theory numbers for trial %s of %r", trial_id_of(trial), name)
-            else:
-                # the whole record, and its key numbers one by one: optuna-dashboard's table
-                # sorts and filters on a user attribute only when it is a plain value
-                attrs[THEORY_ATTR] = theory
-                attrs.update({k: theory[k] for k in THEORY_COLUMNS})
-        set_user_attrs(self.store.rdb, trial_id_of(trial), attrs)
-        return ClaimResponse(status="assigned", trial=info.assignment(lease, trial.params, theory))
+        return ClaimResponse(status="assigned", trial=info.assignment(lease, params, theory))
 
     def _lease(
         self, trial_id: int, worker_id: str, *, fresh: bool = False
@@ -404,15 +419,13 @@ class Leases:
         lease, info = self._lease(trial_id, worker_id)
         if lease.state != LeaseState.ACTIVE:
             return ReportResponse(prune=True, state=self._trial(trial_id).state.name)
-        try:
-            for step, value in points:
-                self.store.storage.set_trial_intermediate_value(trial_id, step, value)
-        except optuna.exceptions.UpdateFinishedTrialError:  # reaped or finished meanwhile
+        with self.store.sessions.begin() as session:
+            written = report_values(session.connection(), trial_id, points)
+            if not written:
+                session.rollback()
+        if not written:  # reaped or finished meanwhile, or its study deleted (NotFound)
             self._held.pop(trial_id, None)
             return ReportResponse(prune=True, state=self._trial(trial_id).state.name)
-        except KeyError:  # its study was deleted
-            self._held.pop(trial_id, None)
-            raise NotFound("trial", trial_id) from None
         study = info.study
         prune = False
         if not isinstance(study.pruner, optuna.pruners.NopPruner):
@@ -440,6 +453,26 @@ class Leases:
             if lease.state != LeaseState.EXPIRED:
                 _same_outcome(outcome, state, value)
             return outcome
+        if state == TrialState.COMPLETE and value is not None and not reason:
+            # the common case in one transaction: the trial completed, its lease ended
+            with self.store.sessions.begin() as session:
+                done = complete_trial(session.connection(), trial_id, value)
+                if done:
+                    session.execute(
+                        update(Lease)
+                        .where(Lease.trial_id == trial_id, Lease.state == LeaseState.ACTIVE)
+                        .values(state=LeaseState.FINISHED)
+                    )
+            if done:
+                self._held.pop(trial_id, None)
+                metrics.FINISHED.labels(lease.study_name, state.name).inc()
+                return TrialOutcome(
+                    trial_id=trial_id,
+                    number=lease.trial_number,
+                    state=state.name,
+                    value=finite_or_none(value),
+                )
+            # not RUNNING: a repeated call, or the reaper was first; answered below
         requeue = retry and state == TrialState.FAIL and lease.attempt <= info.spec.retries
         # a retry is enqueued under the study lock, so that no claim sees the study "done"
         # between this failure and the re-enqueued parameters

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Lease", "StudyRecord", "Token", "WorkerRecord"]
+__all__ = ["Base", "Lease", "PoolEntry", "StudyRecord", "Token", "WorkerRecord"]
 
 ROLES = ("admin", "worker", "reader")
 
@@ -85,3 +85,22 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[str] = mapped_column(String(16), default="active")
+
+
+class PoolEntry(Base):
+    """A trial sampled ahead of its claim (``service.pool``): a WAITING Optuna trial whose
+    parameters are set, with what its claim hands out. A claim takes one (``SKIP LOCKED`` on
+    PostgreSQL) and deletes its row in the transaction that writes its lease."""
+
+    __tablename__ = "isotune_pool"
+    __table_args__ = (Index("ix_isotune_pool_study", "study_name", "trial_id"),)
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    study_name: Mapped[str] = mapped_column(
+        String(512), ForeignKey("isotune_studies.name", ondelete="CASCADE")
+    )
+    trial_number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict] = mapped_column(JSON)
+    #: the trial's mean-field numbers (``THEORY_ATTR``), None where the theory has none
+    theory: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -178,6 +178,9 @@ class StudyCreate(Strict):
     seed: int | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     prior: PriorSpec = Field(default_factory=PriorSpec)
+    #: trials sampled ahead of their claims (``service.pool``): a number, or ``auto`` (one for
+    #: every 8 trials running, none below 8, at most 64); 0 samples every trial in its claim
+    pool: Annotated[int, Field(ge=0, le=1024)] | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
     def _prior_mode(self) -> StudyCreate:

@@ -33,8 +33,8 @@ from service.calibration import (
 from service.errors import Conflict, Invalid, NotFound
 from service.exports import export_trial, import_trial, trial_info
 from service.leases import THEORY_ATTR, Leases
-from service.models import Lease, StudyRecord
-from service.optuna_compat import study_id
+from service.models import Lease, PoolEntry, StudyRecord
+from service.optuna_compat import enqueued_params, study_id
 from service.optuna_compat import trial_id as id_of
 from service.plots import PriorMap, prior_map
 from service.schemas import EXPORT_FORMAT, StudyCreate, StudyExport
@@ -150,6 +150,7 @@ class Studies:
                 self.store.storage.delete_study(rec.optuna_study_id)
             with self.store.sessions.begin() as session:
                 session.execute(delete(Lease).where(Lease.study_name == name))
+                session.execute(delete(PoolEntry).where(PoolEntry.study_name == name))
                 session.execute(delete(StudyRecord).where(StudyRecord.name == name))
             self.cache.drop(name)
             self.leases.forget(name)
@@ -180,9 +181,12 @@ class Studies:
                 raise Conflict(
                     "optuna_study", target, f"its direction is not the study's {spec.direction}"
                 )
-            waiting = len(
-                self.store.rdb.get_all_trials(new_id, deepcopy=False, states=(TrialState.WAITING,))
+            queued = self.store.rdb.get_all_trials(
+                new_id, deepcopy=False, states=(TrialState.WAITING,)
             )
+            # a WAITING trial is enqueued parameters (a retry) or sampled ahead (the pool's)
+            waiting = sum(1 for t in queued if enqueued_params(t))
+            pooled = [t for t in queued if not enqueued_params(t) and t.params]
             with self.store.sessions.begin() as session:
                 owner = session.scalars(
                     select(StudyRecord.name).where(StudyRecord.optuna_study_id == new_id)
@@ -192,6 +196,7 @@ class Studies:
                 if target != name and session.get(StudyRecord, target) is not None:
                     raise Conflict("optuna_study", target, "an isotune study has that name")
                 session.execute(delete(Lease).where(Lease.study_name == name))
+                session.execute(delete(PoolEntry).where(PoolEntry.study_name == name))
                 session.execute(delete(StudyRecord).where(StudyRecord.name == name))
                 session.flush()
                 session.add(
@@ -204,6 +209,15 @@ class Studies:
                         waiting=waiting,
                     )
                 )
+                session.flush()
+                stamp = now()
+                session.add_all(
+                    PoolEntry(
+                        trial_id=id_of(t), study_name=target, trial_number=t.number,
+                        params=t.params, theory=t.user_attrs.get(THEORY_ATTR), created_at=stamp,
+                    )
+                    for t in pooled
+                )  # fmt: skip
             for n in {name, target}:
                 self.cache.drop(n)
                 self.leases.forget(n)

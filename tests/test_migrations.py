@@ -20,7 +20,13 @@ from service.db import DatabaseError, make_engine, optuna_storage
 from service.models import Base, Token
 from tests.support.pg import PostgresCluster
 
-ISOTUNE_TABLES = {"isotune_tokens", "isotune_studies", "isotune_workers", "isotune_leases"}
+ISOTUNE_TABLES = {
+    "isotune_tokens",
+    "isotune_studies",
+    "isotune_workers",
+    "isotune_leases",
+    "isotune_pool",
+}
 OPTUNA_TABLES = set(OptunaBase.metadata.tables) | {"alembic_version"}
 
 
@@ -70,7 +76,7 @@ def _optuna_trial_values(url: str) -> list[float | None]:
 
 
 def test_single_linear_history_with_one_head() -> None:
-    assert migrate.heads() == ["0002"]
+    assert migrate.heads() == ["0003"]
     script = ScriptDirectory.from_config(migrate.alembic_config())
     revisions = list(script.walk_revisions())
     assert [r.down_revision for r in revisions][-1] is None  # one base
@@ -84,7 +90,7 @@ def test_upgrade_from_empty_creates_both_schemas(db_url: str) -> None:
     result = migrate.upgrade(db_url)
 
     assert result.before == migrate.SchemaVersions(optuna=None, isotune=None)
-    assert result.after == migrate.SchemaVersions(optuna=migrate.optuna_head(), isotune="0002")
+    assert result.after == migrate.SchemaVersions(optuna=migrate.optuna_head(), isotune="0003")
     assert result.changed and result.after.at_head
     assert _tables(db_url) == ISOTUNE_TABLES | OPTUNA_TABLES | {migrate.VERSION_TABLE}
     _add_optuna_trial(db_url)  # Optuna accepts the schema (its compatibility check is on)

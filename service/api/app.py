@@ -117,9 +117,11 @@ def build_app(settings: Settings) -> FastAPI:
                     log.exception("reaper pass failed")
 
         task = asyncio.create_task(reaper())
+        service.leases.refiller.start()  # samples ahead for the studies that pool
         try:
             yield
         finally:
+            await asyncio.to_thread(service.leases.refiller.stop)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -7,9 +7,10 @@ script runs that, in virtual time, on Optuna's TPE with in-memory storage: W wor
 durations drawn from an exponential law (mean 1), each finished trial followed at once by its
 worker's next claim; ``pool 0`` samples each trial at its claim (what a claim does without a
 pool), ``pool K`` takes the oldest trial sampled ahead and then, with fewer than K/2 left, samples
-up to K ahead at once (what a claim and the refill thread do), ``auto`` is the service's default (W // 8, at most 64). The objective is a
-surrogate of known optimum (Hartmann-3, and Branin), the budget the same for every arm, and the
-score the best value found (the regret to the optimum), over many seeds.
+up to K ahead at once (what a claim and the refill thread do), ``auto`` is the service's
+default (W // 8, at most 64). The objective is a surrogate of known optimum (Hartmann-3, and
+Branin), the budget the same for every arm, and the score the best value found (the regret to
+the optimum), over many seeds.
 
 Reports the median regret per arm, its interquartile range, and a two-sided Mann-Whitney test of
 each pooled arm against ``pool 0`` at the same W (scipy), so "the same within noise" is a
@@ -155,7 +156,8 @@ def main() -> None:
         base = regrets[(s, w, "0")]
         q1, med, q3 = np.percentile(values, [25, 50, 75])
         row = {"surrogate": s, "workers": w, "pool": p, "pool_size": pool_size(p, w),
-               "median": float(med), "q1": float(q1), "q3": float(q3), "regrets": values}  # fmt: skip
+               "median": float(med), "q1": float(q1), "q3": float(q3),
+               "regrets": values}  # fmt: skip
         if p != "0":
             row["p_value"] = float(mannwhitneyu(values, base, alternative="two-sided").pvalue)
             row["ratio_to_pool0"] = float(med / statistics.median(base))

@@ -16,6 +16,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from service.errors import Conflict
 from service.optuna_compat import contains, enqueued_params, trial_id, validate_trial
 from service.schemas import ExportedTrial
 
@@ -148,3 +149,21 @@ def import_trial(t: ExportedTrial, space: dict[str, BaseDistribution], retries: 
     )  # fmt: skip
     validate_trial(trial)
     return Imported(trial, attempt, worker, requeue)
+
+
+def same_outcome(recorded: Any, state: TrialState, value: float | None) -> None:
+    """:class:`Conflict` when a repeated finish asks for another outcome than the recorded one."""
+    if recorded.state != state.name:
+        raise Conflict(
+            "state",
+            state.name,
+            f"trial {recorded.trial_id} was already finished as {recorded.state}; a repeated "
+            "call may only repeat its outcome",
+        )
+    if state == TrialState.COMPLETE and value is not None and value != recorded.value:
+        raise Conflict(
+            "value",
+            value,
+            f"trial {recorded.trial_id} was already completed with value {recorded.value}; a "
+            "repeated call may only repeat it",
+        )

@@ -28,23 +28,13 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy import delete, select, update
 
-from contract.wire import (
-    ClaimResponse,
-    HeartbeatResponse,
-    ReportResponse,
-    TrialOutcome,
-)
+from contract.wire import ClaimResponse, HeartbeatResponse, ReportResponse, TrialOutcome
 from service import metrics
 from service.cache import CachedStudy, StudyCache
 from service.errors import Conflict, NotFound
-from service.exports import ATTEMPT_ATTR, WORKER_ATTR, finite_or_none
+from service.exports import ATTEMPT_ATTR, WORKER_ATTR, finite_or_none, same_outcome
 from service.models import Lease, StudyRecord
-from service.optuna_compat import (
-    complete_trial,
-    enqueued_params,
-    report_values,
-    set_user_attrs,
-)
+from service.optuna_compat import complete_trial, enqueued_params, report_values, set_user_attrs
 from service.optuna_compat import trial_id as trial_id_of
 from service.pool import (
     THEORY_ATTR,
@@ -451,27 +441,18 @@ class Leases:
         if lease.state != LeaseState.ACTIVE:
             outcome = self._outcome(trial_id)
             if lease.state != LeaseState.EXPIRED:
-                _same_outcome(outcome, state, value)
+                same_outcome(outcome, state, value)
             return outcome
         if state == TrialState.COMPLETE and value is not None and not reason:
             # the common case in one transaction: the trial completed, its lease ended
             with self.store.sessions.begin() as session:
-                done = complete_trial(session.connection(), trial_id, value)
-                if done:
-                    session.execute(
-                        update(Lease)
-                        .where(Lease.trial_id == trial_id, Lease.state == LeaseState.ACTIVE)
-                        .values(state=LeaseState.FINISHED)
-                    )
+                if done := complete_trial(session.connection(), trial_id, value):
+                    session.execute(_ending(trial_id, LeaseState.FINISHED))
             if done:
                 self._held.pop(trial_id, None)
                 metrics.FINISHED.labels(lease.study_name, state.name).inc()
-                return TrialOutcome(
-                    trial_id=trial_id,
-                    number=lease.trial_number,
-                    state=state.name,
-                    value=finite_or_none(value),
-                )
+                number, value = lease.trial_number, finite_or_none(value)
+                return TrialOutcome(trial_id=trial_id, number=number, state="COMPLETE", value=value)
             # not RUNNING: a repeated call, or the reaper was first; answered below
         requeue = retry and state == TrialState.FAIL and lease.attempt <= info.spec.retries
         # a retry is enqueued under the study lock, so that no claim sees the study "done"
@@ -513,11 +494,7 @@ class Leases:
         """End a lease whose trial is finished (if it is still active)."""
         self._held.pop(trial_id, None)
         with self.store.sessions.begin() as session:
-            session.execute(
-                update(Lease)
-                .where(Lease.trial_id == trial_id, Lease.state == LeaseState.ACTIVE)
-                .values(state=state)
-            )
+            session.execute(_ending(trial_id, state))
 
     def _trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         try:
@@ -534,19 +511,7 @@ class Leases:
         )
 
 
-def _same_outcome(recorded: TrialOutcome, state: TrialState, value: float | None) -> None:
-    """:class:`Conflict` when a repeated finish asks for another outcome than the recorded one."""
-    if recorded.state != state.name:
-        raise Conflict(
-            "state",
-            state.name,
-            f"trial {recorded.trial_id} was already finished as {recorded.state}; a repeated "
-            "call may only repeat its outcome",
-        )
-    if state == TrialState.COMPLETE and value is not None and value != recorded.value:
-        raise Conflict(
-            "value",
-            value,
-            f"trial {recorded.trial_id} was already completed with value {recorded.value}; a "
-            "repeated call may only repeat it",
-        )
+def _ending(trial_id: int, state: LeaseState) -> Any:
+    """The statement that ends a trial's lease, if it is still active, in ``state``."""
+    active = Lease.trial_id == trial_id, Lease.state == LeaseState.ACTIVE
+    return update(Lease).where(*active).values(state=state)

@@ -169,7 +169,7 @@ def _statements(dialect: str) -> dict[str, Any]:
             "intermediate_value": report.excluded.intermediate_value,
             "intermediate_value_type": report.excluded.intermediate_value_type,
         },
-    )
+    ).returning(values.c.trial_id)  # an INSERT ... SELECT's rowcount is not reliable on psycopg
     return {
         "to_waiting": update(trials)
         .where(trials.c.trial_id == tid, state == TrialState.RUNNING)
@@ -221,7 +221,7 @@ def report_values(conn: Connection, trial_id: int, points: list[tuple[int, float
     for step, value in points:
         stored, kind = repr_(value)
         got = conn.execute(sql, {"tid": trial_id, "step": step, "value": stored, "kind": kind})
-        if not got.rowcount:
+        if got.first() is None:
             return False
     return True
 

@@ -205,13 +205,9 @@ class Leases:
         if cached is not None and cached.pooling:
             # a study that samples ahead: a claim takes a pooled trial without the study lock
             # when nothing else is to be done (no expired lease, no trial of its own, no retry)
-            row = study_row(self.store, name, worker_id, now())
-            if row is None:
-                raise NotFound("study", name)
-            state, optuna_id, waiting, expired, mine, _, pooled, running = row
-            if state != StudyState.ACTIVE:
+            if (got := self._active(name, worker_id, now())) is None:
                 return ClaimResponse(status="done")
-            info = self.cache.get(name, optuna_id)
+            (_, _, waiting, expired, mine, _, pooled, running), info = got
             if pooled and expired is None and mine is None and waiting <= 0:
                 taken = self.pool.take(name, worker_id, capabilities, info.spec.lease_seconds)
                 if pooled - 1 < max(1, target(info.spec, running + 1)) / 2:
@@ -228,19 +224,25 @@ class Leases:
         set_user_attrs(self.store.rdb, trial_id_of(trial), {WORKER_ATTR: worker_id, **attrs})
         return self._handed(info, lease, trial.params, theory)
 
+    def _active(self, name: str, worker_id: str, at: datetime) -> tuple[Any, CachedStudy] | None:
+        """The study's claim row (``pool.study_row``) and its cached study; None when the study
+        is not active, NotFound when there is none."""
+        row = study_row(self.store, name, worker_id, at)
+        if row is None:
+            raise NotFound("study", name)
+        if row[0] != StudyState.ACTIVE:
+            return None
+        return row, self.cache.get(name, row[1])
+
     def _claim_locked(
         self, name: str, worker_id: str, capabilities: dict[str, Any]
     ) -> ClaimResponse | tuple[CachedStudy, Lease, optuna.trial.FrozenTrial]:
         """The claim under the study lock: an answer, or a new trial leased (its theory numbers
         are the caller's, after the lock)."""
         t0 = now()
-        row = study_row(self.store, name, worker_id, t0)
-        if row is None:
-            raise NotFound("study", name)
-        state, optuna_id, waiting, expired, mine, fresh, pooled, running = row
-        if state != StudyState.ACTIVE:
+        if (active := self._active(name, worker_id, t0)) is None:
             return ClaimResponse(status="done")
-        info = self.cache.get(name, optuna_id)
+        (_, _, waiting, expired, mine, fresh, pooled, running), info = active
         if expired is not None:
             self.reap_expired(name)
             with self.store.sessions() as session:

@@ -5,7 +5,8 @@ A lifecycle is claim (ask) + 3 intermediate reports + complete (tell). For SQLit
 
 1. raw Optuna ``ask`` / ``report`` / ``tell`` on an RDBStorage, one client;
 2. the same through a real ``isotune serve`` process (uvicorn) and the Python client, one client
-   (target: REST ≤ 2× raw per lifecycle); raw and REST lifecycles alternate. Three studies: a
+   (target: REST ≤ 1× raw per lifecycle), with the study's default pool of trials sampled ahead
+   and with a pool of :data:`POOL`; raw and REST lifecycles alternate. Three studies: a
    plain space (the learning rate only: no prior, no theory work), and the space users search
    with the prior, forget-gate bias × recurrent scale × learning rate on padded digits at
    T = 100, with the prior ``restrict`` and ``soft`` (the theory check of every claim, the
@@ -45,6 +46,8 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from procstat import cpu_seconds, postgres_pids  # noqa: E402
+
 from cli.procs import free_port, stop, wait_healthy  # noqa: E402
 from contract.client import Client  # noqa: E402
 from service.db import optuna_storage  # noqa: E402
@@ -74,11 +77,14 @@ LABELS = {
 }
 #: Runs of each 8-client measurement (the report quotes their median).
 REPEATS = 3
+#: The pool of trials sampled ahead in the "pool" rows (the default, ``auto``, is one pooled trial
+#: per 8 running: none for one client, one for 8).
+POOL = 4
 #: Server processes of the second 8-client measurement on PostgreSQL (``--workers``).
 SERVER_PROCESSES = 4
 
 
-def spec(name: str, budget: int, kind: str = "plain") -> dict:
+def spec(name: str, budget: int, kind: str = "plain", pool: int | str = "auto") -> dict:
     space, task, prior = STUDIES[kind]
     out = {
         "name": name,
@@ -90,6 +96,7 @@ def spec(name: str, budget: int, kind: str = "plain") -> dict:
         "budget": budget,
         "lease_seconds": 600,
         "prior": prior or {"mode": "off"},
+        "pool": pool,
     }
     return out
 
@@ -138,42 +145,12 @@ def rest_lifecycle(c: Client, study: str, worker: str) -> float:
     return time.perf_counter() - t0
 
 
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU of the processes ``pids`` and all their descendants (Linux /proc)."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    tree, grew = set(pids), True
-    while grew:
-        more = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_pids() -> set[int]:
-    """The postgres postmaster(s) started by this benchmark (their backends are children)."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"/postgres") and str(os.getpid()) != entry:
-                out.add(int(entry))
-    return out
-
-
-def concurrent(base: str, study: str, clients: int, per: int, server_pid: int) -> dict:
+def concurrent(
+    base: str, study: str, clients: int, per: int, server_pid: int, pool: int | str = "auto"
+) -> dict:
     """``clients`` threads, each running ``per`` lifecycles; throughput and CPU per lifecycle."""
     with Client(base) as c:
-        c.create_study(spec(study, clients * per + 5))
+        c.create_study(spec(study, clients * per + 5, pool=pool))
     done = []
 
     def work(i: int) -> None:
@@ -197,9 +174,9 @@ def concurrent(base: str, study: str, clients: int, per: int, server_pid: int) -
     return {"per_s": n / wall, "cpu_ms": {"server": ms[0], "postgresql": ms[1], "clients": ms[2]}}
 
 
-def repeated(base: str, study: str, per: int, server_pid: int) -> dict:
+def repeated(base: str, study: str, per: int, server_pid: int, pool: int | str = "auto") -> dict:
     """:func:`concurrent` with 8 clients, :data:`REPEATS` times: medians, and every run."""
-    runs = [concurrent(base, f"{study}{k}", 8, per, server_pid) for k in range(REPEATS)]
+    runs = [concurrent(base, f"{study}{k}", 8, per, server_pid, pool) for k in range(REPEATS)]
     return {
         "per_s": statistics.median(r["per_s"] for r in runs),
         "cpu_ms": {
@@ -266,20 +243,22 @@ def measure(url: str, n: int, postgresql: bool) -> dict:
                 storage=optuna_storage(url),
                 sampler=optuna.samplers.RandomSampler(0),
             )
-            raw, rest = [], []
+            raw, rest, pooled = [], [], []
             with Client(base) as c:
                 c.create_study(spec(kind, n + 5, kind))
+                c.create_study(spec(f"{kind}-pool", n + 5 + POOL, kind, pool=POOL))
                 for _ in range(n):
                     raw.append(raw_lifecycle(raw_study, dist))
                     rest.append(rest_lifecycle(c, kind, "w"))
-            res = {
-                "raw_ms": 1e3 * statistics.median(raw),
-                "rest_ms": 1e3 * statistics.median(rest),
-                "rest_p90_ms": 1e3 * statistics.quantiles(rest, n=10)[-1],
-            }
-            res["ratio"] = res["rest_ms"] / res["raw_ms"]
+                    pooled.append(rest_lifecycle(c, f"{kind}-pool", "w"))
+            res = {"raw_ms": 1e3 * statistics.median(raw)}
+            for key, xs in (("rest", rest), ("pool", pooled)):
+                res[f"{key}_ms"] = 1e3 * statistics.median(xs)
+                res[f"{key}_p90_ms"] = 1e3 * statistics.quantiles(xs, n=10)[-1]
+                res[f"{key}_ratio"] = res[f"{key}_ms"] / res["raw_ms"]
             out["spaces"][kind] = res
         out["concurrent8"] = repeated(base, "eight", per, pid)
+        out["concurrent8_pool"] = repeated(base, "eightp", per, pid, pool=POOL)
         # claim latency against the study's size, the study filled through the service's import
         for size in (100, 10_000):
             name = f"size{size}"
@@ -348,14 +327,19 @@ def main() -> None:
         "lifecycle is claim + 3 reports + complete; single-client figures are medians over "
         f"{args.n} lifecycles; random sampler. Server, PostgreSQL and clients share the machine.",
         "",
-        "| backend | study | raw Optuna (ms) | REST, 1 client (ms) | REST p90 (ms) | ratio (≤ 2) |",
-        "|---|---|---|---|---|---|",
+        "REST figures with the study's default pool (`auto`: none for one client) and with a "
+        f"pool of {POOL} trials sampled ahead (`pool: {POOL}`); raw and REST lifecycles alternate.",
+        "",
+        "| backend | study | raw Optuna (ms) | REST, default (ms) | ratio | "
+        f"REST, pool {POOL} (ms) | p90 (ms) | ratio (≤ 1) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for b, r in results.items():
         for kind, x in r["spaces"].items():
             lines.append(
                 f"| {b} | {LABELS[kind]} | {x['raw_ms']:.1f} | {x['rest_ms']:.1f} | "
-                f"{x['rest_p90_ms']:.1f} | {x['ratio']:.2f} |"
+                f"{x['rest_ratio']:.2f} | {x['pool_ms']:.1f} | {x['pool_p90_ms']:.1f} | "
+                f"{x['pool_ratio']:.2f} |"
             )
     lines += [
         "",
@@ -384,7 +368,10 @@ def main() -> None:
     ]
     for b, r in results.items():
         lines.append(f"| {b} | raw Optuna, 8 threads | {r['raw8_per_s']:.1f} | | | |")
-        runs = [("REST, 1 server process", r["concurrent8"])]
+        runs = [
+            ("REST, 1 server process", r["concurrent8"]),
+            (f"REST, 1 server process, pool {POOL}", r["concurrent8_pool"]),
+        ]
         if "concurrent8_workers" in r:
             runs.append((f"REST, `--workers {SERVER_PROCESSES}`", r["concurrent8_workers"]))
         for label, c in runs:

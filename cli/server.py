@@ -16,6 +16,13 @@ import typer
 
 from cli.options import LOOPBACK, DbOpt, HostOpt, OptionError, PortOpt
 
+#: How long the server keeps an idle connection open. Longer than a client's own idle limit (the
+#: worker's httpx client drops a connection idle for 5 s), so a client never sends its next
+#: request on a connection the server is closing at that moment (a reset, with uvicorn's default
+#: of 5 s, when a worker's calls come about 5 s apart), and longer than the 60 s idle limit of
+#: common load balancers in front of it.
+KEEP_ALIVE_SECONDS = 75
+
 __all__ = ["dashboard_cmd", "db_app", "serve_cmd", "token_app"]
 
 db_app = typer.Typer(name="db", help="The service's database.", no_args_is_help=True)
@@ -200,7 +207,10 @@ def serve_cmd(
             try:
                 app = build_app(Settings(database_url=url, auth=not no_auth, **tuned))
                 typer.echo(f"isotune server on {where}", err=True)
-                config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+                config = uvicorn.Config(
+                    app, host=host, port=port, log_level="warning",
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                )  # fmt: skip
                 uvicorn.Server(config).run(sockets=[sock])
             finally:
                 sock.close()
@@ -261,6 +271,7 @@ def _serve_processes(
         port=port,
         workers=workers,
         log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     try:
         if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn

@@ -204,11 +204,12 @@ class Leases:
         cached = self.cache.peek(name)
         if cached is not None and cached.pooling:
             # a study that samples ahead: a claim takes a pooled trial without the study lock
-            # when nothing else is to be done (no expired lease, no trial of its own, no retry)
+            # when nothing else is to be done (no trial of its own, no retry); expired leases
+            # are left to the reaper's next pass
             if (got := self._active(name, worker_id, now())) is None:
                 return ClaimResponse(status="done")
-            (_, _, waiting, expired, mine, _, pooled, running), info = got
-            if pooled and expired is None and mine is None and waiting <= 0:
+            (_, _, waiting, _, mine, _, pooled, running), info = got
+            if pooled and mine is None and waiting <= 0:
                 taken = self.pool.take(name, worker_id, capabilities, info.spec.lease_seconds)
                 if pooled - 1 < max(1, target(info.spec, running + 1)) / 2:
                     self.refiller.request(name)

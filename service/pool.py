@@ -227,8 +227,9 @@ class Pool:
                 return Taken(Lease(**lease), dict(row.params), row.theory)
 
     def refill(self, name: str) -> int:
-        """Sample the study's pool up to its :func:`target`, within its budget (under the study
-        lock); returns how many trials it added."""
+        """Sample the study's pool up to its :func:`target`, within its budget; returns how many
+        trials it added. The study lock is held for one trial at a time, so a claim that must
+        take it (a retry to hand out, a worker's own trial) waits for one proposal, not a batch."""
         with self.store.sessions() as session:
             optuna_id = session.scalar(
                 select(StudyRecord.optuna_study_id).where(StudyRecord.name == name)
@@ -236,33 +237,41 @@ class Pool:
         if optuna_id is None:
             return 0
         info = self.cache.get(name, optuna_id)
-        added = 0
-        with self.store.study_lock(name):
-            row = study_row(self.store, name, "", now())
-            if row is None or row.state != StudyState.ACTIVE:
-                return 0
-            fresh, pooled, running = row.fresh, row.pooled, row.running
-            n = min(target(info.spec, running) - pooled, info.spec.budget - fresh - pooled)
-            for i in range(max(0, n)):
-                trial = propose(info, fresh + pooled + i)
-                tid = trial_id_of(trial)
-                theory, attrs = theory_attrs(info, trial.params)
-                if attrs:
-                    set_user_attrs(self.store.rdb, tid, attrs)
-                with self.store.sessions.begin() as session:
-                    to_waiting(session.connection(), tid)
-                    session.add(
-                        PoolEntry(
-                            trial_id=tid,
-                            study_name=name,
-                            trial_number=trial.number,
-                            params=trial.params,
-                            theory=theory,
-                            created_at=now(),
-                        )
-                    )
-                added += 1
+        added, wanted = 0, None
+        while wanted is None or added < wanted:
+            with self.store.study_lock(name):
+                row = study_row(self.store, name, "", now())
+                if row is None or row.state != StudyState.ACTIVE:
+                    return added
+                fresh, pooled, running = row.fresh, row.pooled, row.running
+                n = min(target(info.spec, running) - pooled, info.spec.budget - fresh - pooled)
+                if n <= 0:
+                    return added
+                if wanted is None:  # this round fills what is missing now, no more
+                    wanted = n
+                self._sample(info, fresh + pooled)
+            added += 1
         return added
+
+    def _sample(self, info: CachedStudy, index: int) -> None:
+        """Propose the study's ``index``-th trial and pool it (under the study lock)."""
+        trial = propose(info, index)
+        tid = trial_id_of(trial)
+        theory, attrs = theory_attrs(info, trial.params)
+        if attrs:
+            set_user_attrs(self.store.rdb, tid, attrs)
+        with self.store.sessions.begin() as session:
+            to_waiting(session.connection(), tid)
+            session.add(
+                PoolEntry(
+                    trial_id=tid,
+                    study_name=info.name,
+                    trial_number=trial.number,
+                    params=trial.params,
+                    theory=theory,
+                    created_at=now(),
+                )
+            )
 
 
 class Refiller:

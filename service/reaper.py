@@ -1,12 +1,12 @@
 """The reaper: no trial stays RUNNING after its worker died, or after a claim was cut short.
 
 One pass (:meth:`Reaper.reap_all`, every ``Settings.reap_interval`` seconds in the server, and
-at each claim for its own study) fails the trials of expired leases and re-enqueues their
-parameters within the retry budget (``Leases.reap_expired``), and fails every RUNNING trial of an
-active study that no lease covers and that is older than a lease (a claim cut off between
-Optuna's ask and its lease, e.g. by a database restart). A study whose Optuna study is gone
-(deleted in optuna-dashboard) is skipped, said once per process. The lease statements are in
-:mod:`service.leases`.
+at each claim that takes its study's lock, for that study) fails the trials of expired leases
+and re-enqueues their parameters within the retry budget (``Leases.reap_expired``), and fails
+every RUNNING trial of an active study that no lease covers and that is older than a lease (a
+claim cut off between Optuna's ask and its lease, e.g. by a database restart). A study whose
+Optuna study is gone (deleted in optuna-dashboard) is skipped, said once per process. The lease
+statements are in :mod:`service.leases`.
 """
 
 from __future__ import annotations

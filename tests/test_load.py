@@ -1,9 +1,10 @@
-"""The load check of ``benchmarks/load.py``, kept short: 16 simulated workers against two server
-processes on the session's PostgreSQL for 12 s (its share of a machine the other tests keep busy
-still completes well over 50 trials), with workers dying and failing (their leases reaped every
-0.5 s, not the default 5 s, so the wait for the last ones is short). The script itself
-checks for 5xx, double hand-outs, trials left RUNNING and unrecovered leases (its long version, 64
-workers for two minutes, is in ``benchmarks/results/load.md``)."""
+"""The load check of ``benchmarks/load.py``, kept short: 16 simulated workers with no time between
+requests against two server processes on the session's PostgreSQL for 12 s (its share of a
+machine the other tests keep busy still completes well over 50 trials), split between two studies
+prefilled with 20 and 200 trials, with workers dying and failing (their leases reaped every 0.5 s,
+not the default 5 s, so the wait for the last ones is short). The script itself checks for 5xx,
+double hand-outs, trials left RUNNING and unrecovered leases (its long version, 256 workers with
+15-second trials for two minutes, is in ``benchmarks/results/load.md``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def test_short_load_on_two_server_processes(pg_server, tmp_path: Path) -> None:
     log = tmp_path / "load.log"
     rc = run_script(
         ["benchmarks/load.py", "--database-url", url, "--clients", "16", "--processes", "2",
-         "--seconds", "12", "--lease", "3", "--abandon", "0.05", "--reap-interval", "0.5",
+         "--seconds", "12", "--trial-seconds", "0",
+         "--prefill", "20,200", "--lease", "3", "--abandon", "0.05", "--reap-interval", "0.5",
          "--out", str(tmp_path)],
         log, timeout=300,
     )  # fmt: skip
@@ -32,3 +34,9 @@ def test_short_load_on_two_server_processes(pg_server, tmp_path: Path) -> None:
     assert all(report["checks"].values())
     assert report["abandoned"] > 0 and report["retried"] > 0 and report["completed"] > 50
     assert set(report["status"]) == {"200"}
+    # both studies got claims, the prefilled trials are not counted as the load's own
+    by_size = report["claim_by_prefill"]
+    assert set(by_size) == {"20", "200"} and all(v["n"] > 10 for v in by_size.values())
+    assert report["states"].get("COMPLETE", 0) == report["completed"]
+    cpu = report["cpu_ms_per_lifecycle"]
+    assert cpu["server"] > 0 and cpu["postgresql"] > 0 and cpu["clients"] > 0

@@ -8,7 +8,6 @@ process that has not seen the study never pay for the prior's creation scan.
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from optuna.distributions import BaseDistribution
 
 from contract.wire import TrialAssignment
 from service.models import Lease
-from service.optuna_compat import SkipWaitingStudy, enqueued_ids, study_id
+from service.optuna_compat import SkipWaitingStudy, study_id
 from service.prior import Prior
 from service.schemas import StudyCreate
 from service.search import make_pruner, make_sampler, study_prior, to_distribution
@@ -108,7 +107,6 @@ class StudyCache:
             raise orphaned(name) from None
         if study_id(study) != rec.optuna_study_id:  # the name now belongs to another study
             raise orphaned(name)
-        study.enqueued = functools.partial(enqueued_ids, self.store.rdb.engine, study_id(study))
         got = CachedStudy(
             name=name,
             optuna_id=rec.optuna_study_id,

@@ -10,8 +10,7 @@ loudly, naming the name, instead of slowing claims or breaking imports in produc
 - ``Study._study_id``, ``FrozenTrial._trial_id``: the storage ids of a study and a trial.
 - ``FrozenTrial._validate``: the consistency check of a trial built from an export.
 - ``BaseDistribution._contains``: whether an internal value lies in a distribution.
-- the ``fixed_params`` system attribute: the parameters a WAITING (enqueued) trial will get;
-  :func:`enqueued_ids` finds such trials with one query on ``TrialSystemAttributeModel``.
+- the ``fixed_params`` system attribute: the parameters a WAITING (enqueued) trial will get.
 - ``optuna.storages._rdb``: the folder of Optuna's own Alembic migrations (its schema's head).
 - ``_create_scoped_session`` and the ``models.TrialModel`` / ``TrialUserAttributeModel`` tables
   of ``optuna.storages._rdb``: several user attributes of a trial in one transaction and three
@@ -29,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,13 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 __all__ = [
     "SkipWaitingStudy",
     "check",
     "complete_trial",
     "contains",
-    "enqueued_ids",
     "enqueued_params",
     "migrations_dir",
     "report_values",
@@ -66,29 +64,22 @@ class SkipWaitingStudy(optuna.Study):
     """
 
     skip_waiting = False
-    #: The ids of the study's enqueued WAITING trials, oldest first, read directly (see
-    #: :func:`enqueued_ids`); None: Optuna's own reading of every unfinished trial.
-    enqueued: Callable[[], list[int]] | None = None
 
     def _pop_waiting_trial_id(self) -> int | None:
         """Optuna's search, over the enqueued trials only: a WAITING trial of the pool
         (``service.pool``, its parameters already set) is taken by a claim, never here."""
         if self.skip_waiting:
             return None
-        if self.enqueued is not None:
-            ids = self.enqueued()
-        else:
-            ids = [
-                t._trial_id
-                for t in self._storage.get_all_trials(
-                    self._study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
-                )
-                if "fixed_params" in t.system_attrs
-            ]
-        for tid in ids:
+        for trial in self._storage.get_all_trials(
+            self._study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
+        ):
+            if "fixed_params" not in trial.system_attrs:
+                continue
             try:
-                if self._storage.set_trial_state_values(tid, state=optuna.trial.TrialState.RUNNING):
-                    return tid
+                if self._storage.set_trial_state_values(
+                    trial._trial_id, state=optuna.trial.TrialState.RUNNING
+                ):
+                    return trial._trial_id
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return None
@@ -179,20 +170,7 @@ def _statements(dialect: str) -> dict[str, Any]:
             "intermediate_value_type": report.excluded.intermediate_value_type,
         },
     ).returning(values.c.trial_id)  # an INSERT ... SELECT's rowcount is not reliable on psycopg
-    fixed = models.TrialSystemAttributeModel.__table__
-    enqueued = (
-        select(trials.c.trial_id)
-        .where(
-            trials.c.study_id == bindparam("sid"),
-            state == TrialState.WAITING,
-            select(fixed.c.trial_id)
-            .where(fixed.c.trial_id == trials.c.trial_id, fixed.c.key == "fixed_params")
-            .exists(),
-        )
-        .order_by(trials.c.trial_id)
-    )
     return {
-        "enqueued": enqueued,
         "to_waiting": update(trials)
         .where(trials.c.trial_id == tid, state == TrialState.RUNNING)
         .values(state=TrialState.WAITING, datetime_start=None),
@@ -210,14 +188,6 @@ def _statements(dialect: str) -> dict[str, Any]:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # Optuna's RDB storage stores naive UTC
-
-
-def enqueued_ids(engine: Engine, study_id: int) -> list[int]:
-    """The ids of the study's enqueued trials still WAITING (those with fixed parameters, as
-    ``Study.enqueue_trial`` leaves them), oldest first: one indexed query, where Optuna's own
-    search reads every unfinished trial with all its attributes."""
-    with engine.connect() as conn:
-        return list(conn.scalars(_statements(conn.dialect.name)["enqueued"], {"sid": study_id}))
 
 
 def to_waiting(conn: Connection, trial_id: int) -> bool:
@@ -310,14 +280,9 @@ def check() -> list[str]:
         rdb.engine.dispose()
     rdb = optuna.storages.RDBStorage("sqlite://")  # in memory
     try:  # a trial sampled, put back to WAITING, then started with an attribute
-        pooled = optuna.create_study(storage=rdb)
-        asked = pooled.ask({"x": dist})
-        pooled.enqueue_trial({"x": 0.5})
-        queued = [trial_id(t) for t in pooled.get_trials(deepcopy=False)[1:]]
+        asked = optuna.create_study(storage=rdb).ask({"x": dist})
         with rdb.engine.begin() as conn:
             back = to_waiting(conn, trial_id(asked))
-        if enqueued_ids(rdb.engine, study_id(pooled)) != queued:  # not the pooled one
-            problems.append("enqueued_ids: Optuna's trial_system_attributes table changed")
         waiting = rdb.get_trial(trial_id(asked))
         with rdb.engine.begin() as conn:
             started = start_waiting(conn, trial_id(asked), {"w": "x"})

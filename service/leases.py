@@ -1,19 +1,18 @@
 """Claims, leases, heartbeats, reports, completions, expiry: every lease statement is here.
 
 A :class:`~service.models.Lease` ties each trial handed out to the worker that claimed it until
-``expires_at``. Claims of one study are serialized (a PostgreSQL advisory lock held for the
-claim's transaction, so several server processes can share one database; an in-process lock on
-SQLite, which only one server process may use), which is what keeps two workers from ever
-receiving the same trial. An expired lease fails its trial and re-enqueues the same parameters,
-at most ``retries`` times (:meth:`Leases.reap_expired`): at every claim of the study, and in the
-reaper's passes (``service.reaper``), so no trial stays RUNNING after its worker died.
+``expires_at``. A claim that samples its trial holds the study lock (a PostgreSQL advisory lock,
+good across server processes; an in-process lock on SQLite, which one server process serves); a
+claim of a trial sampled ahead (``service.pool``) deletes its pool row in the transaction that
+writes the lease. Either way no two workers receive one trial. An expired lease fails its trial
+and re-enqueues its parameters, at most ``retries`` times (:meth:`Leases.reap_expired`), in the
+reaper's passes (``service.reaper``) and at a claim that takes the study lock.
 
-Which steps need the study lock: a claim (the budget check, the sampler's proposal and the
-lease must be one step), and every path that re-enqueues a failed trial's parameters (so that
-a claim never answers "done" between a failure and its retry). Reports, heartbeats and
-completions do not: Optuna refuses to change a finished trial (``UpdateFinishedTrialError``,
-under a row lock on PostgreSQL), so of a completion racing the reaper exactly one wins, and
-the loser answers with the recorded state.
+The lock is also held by every path that re-enqueues a failed trial's parameters (so a claim never
+answers "done" between a failure and its retry). Reports, heartbeats and completions need none:
+Optuna refuses to change a finished trial (``UpdateFinishedTrialError``, under a row lock on
+PostgreSQL), so of a completion racing the reaper exactly one wins; the loser answers with the
+recorded state.
 """
 
 from __future__ import annotations
@@ -202,10 +201,11 @@ class Leases:
 
     def _claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
         cached = self.cache.peek(name)
+        if cached is None and (first := self._active(name, worker_id, now())) is not None:
+            first[1].warm()  # this process's first claim of the study: its first-use work unlocked
         if cached is not None and cached.pooling:
-            # a study that samples ahead: a claim takes a pooled trial without the study lock
-            # when nothing else is to be done (no trial of its own, no retry); expired leases
-            # are left to the reaper's next pass
+            # a pooled trial, without the study lock, when nothing else is to be done (no trial
+            # of its own, no retry); expired leases are left to the reaper's next pass
             if (got := self._active(name, worker_id, now())) is None:
                 return ClaimResponse(status="done")
             (_, _, waiting, _, mine, _, pooled, running), info = got

@@ -48,6 +48,9 @@ class CachedStudy:
     #: whether the study samples ahead (``service.pool``), as this process last saw it: claims
     #: look for a pooled trial before the study lock only then
     pooling: bool = False
+    #: whether :meth:`warm` has run in this process
+    warmed: bool = False
+    _warming: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def prior(self) -> Prior | None:
@@ -61,9 +64,13 @@ class CachedStudy:
     def warm(self) -> None:
         """A process's first-use work for the study, for its first claim to do before the study
         lock: the prior built, and the study's history read into Optuna's cache (else the first
-        search for a re-enqueued trial reads every trial under the lock: seconds at 10,000)."""
-        _ = self.prior
-        self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        search for a re-enqueued trial reads every trial under the lock: seconds at 10,000).
+        Done once; claims that come meanwhile wait for it instead of doing it again."""
+        with self._warming:
+            if not self.warmed:
+                _ = self.prior
+                self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                self.warmed = True
 
     @property
     def prior_built(self) -> bool:

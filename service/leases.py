@@ -201,8 +201,8 @@ class Leases:
 
     def _claim(self, name: str, worker_id: str, capabilities: dict[str, Any]) -> ClaimResponse:
         cached = self.cache.peek(name)
-        if cached is None and (first := self._active(name, worker_id, now())) is not None:
-            first[1].warm()  # this process's first claim of the study: its first-use work unlocked
+        if not (cached and cached.warmed) and (first := self._active(name, worker_id, now())):
+            first[1].warm()  # this process's first claims of the study: first-use work unlocked
         if cached is not None and cached.pooling:
             # a pooled trial, without the study lock, when nothing else is to be done (no trial
             # of its own, no retry); expired leases are left to the reaper's next pass

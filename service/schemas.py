@@ -182,6 +182,14 @@ class StudyCreate(Strict):
     #: every 8 trials running, none below 8, at most 64); 0 samples every trial in its claim
     pool: Annotated[int, Field(ge=0, le=1024)] | Literal["auto"] = "auto"
 
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, v: Any) -> Any:
+        """One message for both forms (pydantic would give one per member of the union)."""
+        if v == "auto" or (type(v) is int and 0 <= v <= 1024):
+            return v
+        raise ValueError(f"an integer from 0 to 1024, or 'auto'; got {v!r}")
+
     @model_validator(mode="after")
     def _prior_mode(self) -> StudyCreate:
         if self.prior.mode is None:

@@ -70,11 +70,14 @@ def test_auto_pools_one_trial_per_eight_running_and_at_most_64() -> None:
     assert target(StudyCreate.model_validate(specs.api(pool=0)), 1000) == 0
 
 
-@pytest.mark.parametrize("bad", [-1, 1025, "many", 2.5])
+@pytest.mark.parametrize("bad", [-1, 1025, "many", "Auto", 2.5, True])
 def test_a_bad_pool_is_refused_naming_the_field(app: TestClient, bad: object) -> None:
     r = app.post(V1 + "/studies", json=specs.api(pool=bad))
     assert r.status_code == 422, r.text
-    assert any(e["loc"][:2] == ["body", "pool"] for e in r.json()["detail"]), r.text
+    # one error, naming the field, the accepted forms and the value given
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "pool"], r.text
+    assert "0 to 1024, or 'auto'" in err["msg"] and repr(bad) in err["msg"], r.text
 
 
 def test_a_pooled_trial_waits_with_its_parameters_and_a_claim_starts_it(app: TestClient) -> None:

@@ -3,8 +3,10 @@ and the CLI. Every server is stopped by its process id."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -51,6 +53,26 @@ def test_real_server_lifecycle_and_cli(migrated_db_url: str) -> None:
             "gru on adding, T = 10, prior off, c = 14.7: trainable when xi_C >= T/c = 0.6803"
         ), lines
         assert lines[3].split()[:2] == ["0", "COMPLETE"] and "w1" in lines[3]
+
+
+def test_an_idle_connection_outlives_a_workers_pause(tmp_path: Path) -> None:
+    """A worker's calls come seconds apart on one kept-alive connection. The server must keep it
+    longer than the client's own idle limit (httpx: 5 s), or a request sent as the server closes
+    it is reset (uvicorn's default closes after 5 s: resets under load in benchmarks/load.py)."""
+    with serve(f"sqlite:///{tmp_path / 'k.db'}") as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        try:
+            socks, statuses = [], []
+            for pause in (0, 6):
+                time.sleep(pause)
+                conn.request("GET", "/api/v1/health")  # a closed connection: the reply fails
+                reply = conn.getresponse()
+                reply.read()
+                statuses.append(reply.status)
+                socks.append(conn.sock)
+            assert statuses == [200, 200] and socks[0] is socks[1]  # one connection throughout
+        finally:
+            conn.close()
 
 
 def test_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:

@@ -293,12 +293,20 @@ def run(args: argparse.Namespace, url: str, pg_pids: set[int]) -> dict:
         settle = args.lease + 2 * (args.reap_interval or REAP_INTERVAL) + 2
         time.sleep(settle)
         trials = {name: all_trials(base, name) for name in studies}
+        # the prior's calibration at the end (what restrict hands out from: its c)
+        calibration = {
+            name: httpx.get(f"{base}{V1}/studies/{name}", timeout=60).json().get("calibration")
+            for name in studies
+        }
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
         stop(server, timeout=30)
-    return summary(args, records, trials, wall, settle, imports, sizes, cpu0, cpu1)
+    report = summary(args, records, trials, wall, settle, imports, sizes, cpu0, cpu1)
+    pairs = zip(studies, sizes, strict=True)
+    report["calibration"] = {str(n): calibration[name] for name, n in pairs}
+    return report
 
 
 def summary(
@@ -487,6 +495,7 @@ def write(report: dict, out: Path) -> None:
         f"worker (a report refused or unanswered), {report['requeued']} new attempts "
         f"queued; final states of the load's trials {report['states']}.",
         f"- Responses by status: {report['status']}.",
+        *calibration_lines(report.get("calibration") or {}),
         "",
         "| check | result |",
         "|---|---|",
@@ -500,6 +509,19 @@ def write(report: dict, out: Path) -> None:
         lines += ["", "First errors:", "", *(f"- `{e}`" for e in report["errors"])]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def calibration_lines(cal: dict) -> list[str]:
+    """Where each study's calibrated prior ended (its c bounds what ``restrict`` hands out)."""
+    out = []
+    for size, c in cal.items():
+        if c and c.get("c") is not None and c.get("c0") is not None:
+            out.append(
+                f"- Prior of the study prefilled with {int(size):,}: c = {c['c']:.3g} at the end "
+                f"(the rule's {c['c0']:.3g}), fitted on {c['outcomes']} outcomes, "
+                f"{c['trained']} trained."
+            )
+    return out
 
 
 def sizes(text: str) -> list[int]:

@@ -449,18 +449,30 @@ def _hermite(order: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / np.sqrt(2 * np.pi)
 
 
-def smooth_pair_rule(mean, var, cov, order: int = 12):
+def smooth_pair_rule(mean, var, cov, order: int = 12, symmetric: bool = False):
     """Tensor Gauss–Hermite rule for a bivariate normal with equal marginals, for smooth
-    integrands (the GRU reset gate): points (u_a, u_b) and weights, shape (..., order²)."""
+    integrands (the GRU reset gate): points (u_a, u_b) and weights, shape (..., order²).
+
+    The rule lies on the principal axes, u_a,b = mean + sd (α z₁ ± β z₂) with α² = (1 + ρ)/2 and
+    β² = (1 − ρ)/2, so the mirror z₂ → −z₂ swaps u_a and u_b. With ``symmetric`` (an integrand
+    symmetric in a ↔ b; ``order`` even) only the nodes z₂ > 0 are kept, with twice the weight:
+    the same integral from half the points, shape (..., order²/2).
+    """
     mean, var, cov = np.broadcast_arrays(*(np.asarray(a, float) for a in (mean, var, cov)))
     x, w = _hermite(order)
     sd = np.sqrt(np.maximum(var, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.clip(np.where(sd > 0, cov / np.maximum(var, 1e-300), 0.0), -1.0, 1.0)
-    z1, z2 = np.repeat(x, order), np.tile(x, order)
-    ww = np.repeat(w, order) * np.tile(w, order)
+    x2, w2 = x, w
+    if symmetric:
+        if order % 2:
+            raise ValueError(f"a symmetric pair rule needs an even order, not {order}")
+        x2, w2 = x[x > 0], 2.0 * w[x > 0]
+    z1, z2 = np.repeat(x, x2.size), np.tile(x2, order)
+    ww = np.repeat(w, x2.size) * np.tile(w2, order)
     m, s, r = mean[..., None], sd[..., None], rho[..., None]
-    return m + s * z1, m + s * (r * z1 + np.sqrt(1.0 - r * r) * z2), ww
+    along, across = s * np.sqrt((1.0 + r) / 2.0) * z1, s * np.sqrt((1.0 - r) / 2.0) * z2
+    return m + along + across, m + along - across, ww
 
 
 def smooth_rule(mean, var, order: int = 24):

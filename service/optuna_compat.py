@@ -26,9 +26,10 @@ loudly, naming the name, instead of slowing claims or breaking imports in produc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,19 @@ def complete_trial(conn: Connection, trial_id: int, value: float) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _probe(problems: list[str], names: str) -> Iterator[optuna.storages.RDBStorage]:
+    """An in-memory RDB storage for one probe of :func:`check`, closed afterwards; an Optuna
+    internal the probe of ``names`` finds missing becomes a problem, not an exception."""
+    rdb = optuna.storages.RDBStorage("sqlite://")
+    try:
+        yield rdb
+    except (AttributeError, ImportError, TypeError) as e:
+        problems.append(f"{names}: Optuna's RDB storage internals changed ({e})")
+    finally:
+        rdb.engine.dispose()
+
+
 def check() -> list[str]:
     """What of the above the installed Optuna no longer offers (empty: all is well). Runs each
     name on a throwaway in-memory study, so a changed meaning shows as well as a removed name."""
@@ -267,19 +281,14 @@ def check() -> list[str]:
             problems.append("BaseDistribution._contains no longer tells inside from outside")
     except AttributeError:
         problems.append("optuna.distributions.BaseDistribution._contains is gone")
-    rdb = optuna.storages.RDBStorage("sqlite://")  # in memory
-    asked = optuna.create_study(storage=rdb).ask()
-    try:
+    with _probe(problems, "set_user_attrs") as rdb:
+        asked = optuna.create_study(storage=rdb).ask()
         asked.set_user_attr("a", 0)  # set before: replaced
         set_user_attrs(rdb, trial_id(asked), {"a": 1, "b": {"c": [None, 2.5]}})
         if rdb.get_trial(trial_id(asked)).user_attrs != {"a": 1, "b": {"c": [None, 2.5]}}:
             problems.append("set_user_attrs no longer sets what Trial.set_user_attr would")
-    except (AttributeError, ImportError, TypeError) as e:
-        problems.append(f"set_user_attrs: Optuna's RDB storage internals changed ({e})")
-    finally:
-        rdb.engine.dispose()
-    rdb = optuna.storages.RDBStorage("sqlite://")  # in memory
-    try:  # a trial sampled, put back to WAITING, then started with an attribute
+    with _probe(problems, "to_waiting/start_waiting") as rdb:
+        # a trial sampled, put back to WAITING, then started with an attribute
         asked = optuna.create_study(storage=rdb).ask({"x": dist})
         with rdb.engine.begin() as conn:
             back = to_waiting(conn, trial_id(asked))
@@ -293,12 +302,8 @@ def check() -> list[str]:
             problems.append("start_waiting: Optuna's trials table changed")
         elif running.user_attrs != {"w": "x"}:
             problems.append("start_waiting: Optuna's trial_user_attributes table changed")
-    except (AttributeError, ImportError, TypeError) as e:
-        problems.append(f"to_waiting/start_waiting: Optuna's RDB storage internals changed ({e})")
-    finally:
-        rdb.engine.dispose()
-    rdb = optuna.storages.RDBStorage("sqlite://")  # in memory
-    try:  # reports (one replaced, one infinite), a completion, then a refused report
+    with _probe(problems, "report_values/complete_trial") as rdb:
+        # reports (one replaced, one infinite), a completion, then a refused report
         study = optuna.create_study(storage=rdb)
         asked = study.ask({"x": dist})
         tid = trial_id(asked)
@@ -317,10 +322,6 @@ def check() -> list[str]:
             problems.append("complete_trial: Optuna reads the completed trial differently")
         elif late:
             problems.append("report_values/complete_trial wrote to a finished trial")
-    except (AttributeError, ImportError, TypeError) as e:
-        problems.append(f"report_values/complete_trial: Optuna's internals changed ({e})")
-    finally:
-        rdb.engine.dispose()
     try:
         if not (migrations_dir() / "versions").is_dir():
             problems.append("optuna.storages._rdb has no alembic/versions folder")

@@ -53,12 +53,12 @@ from scipy.optimize import minimize_scalar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.reporting import recorded_args  # noqa: E402
-from contract.tasks import task_spec  # noqa: E402
-from meanfield import Inputs, fixed_point, isometry  # noqa: E402
-from meanfield.constants import MEASURED_C  # noqa: E402
-from meanfield.critical import critical_init  # noqa: E402
-from service.calibration import TrainabilityModel  # noqa: E402
+from benchmarks.reporting import recorded_args
+from contract.tasks import task_spec
+from meanfield import Inputs, fixed_point, isometry
+from meanfield.constants import MEASURED_C
+from meanfield.critical import critical_init
+from service.calibration import TrainabilityModel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASK_OPTIONS: dict[str, dict[str, Any]] = {
@@ -305,11 +305,8 @@ def _accuracy_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
         line = []
         for ratio in ratios:
             sel = [r for r in runs if (r["T"], r["nu"], r["ratio"]) == (T, nu, ratio)]
-            line.append(
-                [float(np.mean([r["accuracy"] for r in sel])), sum(r["trained"] for r in sel), len(sel)]
-                if sel
-                else None
-            )
+            acc = float(np.mean([r["accuracy"] for r in sel])) if sel else math.nan
+            line.append([acc, sum(r["trained"] for r in sel), len(sel)] if sel else None)
         cells.append(line)
     return {"rows": rows, "ratios": ratios, "cells": cells}
 
@@ -368,11 +365,10 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for f in fits:
         h = f["held_out"]
         band = f["band"]
-        edge = (
-            f"l = {band['l']:.2g}, LR {band['lr_stat']:.1f}" + (" (sig.)" if band["significant"] else "")
-            if band["l"] is not None
-            else "none"
-        )
+        edge = "none"
+        if band["l"] is not None:
+            sig = " (sig.)" if band["significant"] else ""
+            edge = f"l = {band['l']:.2g}, LR {band['lr_stat']:.1f}{sig}"
         lines.append(
             f"| {f['task']} | {f['cell']} | {f['steps']} | {f['runs']} ({f['trained']}) | "
             f"**{_fmt_c(f['c'])}** | {_interval(f['c68'])} | {_interval(f['c95'])} | "
@@ -385,10 +381,10 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "## Prediction after 10, 20 and 40 outcomes",
         "",
-        "The service's model (prior centred on the cell's constant) fitted to 10, 20 or 40 outcomes "
-        "drawn from the other seeds (5 random orders each), log loss on the held-out seed, beside "
-        "the fixed rule (the prior before any outcome: a logistic of width 0.5 in log(T/ξ_C) at "
-        "the cell's constant).",
+        "The service's model (prior centred on the cell's constant) fitted to 10, 20 or 40 "
+        "outcomes drawn from the other seeds (5 random orders each), log loss on the held-out "
+        "seed, beside the fixed rule (the prior before any outcome: a logistic of width 0.5 in "
+        "log(T/ξ_C) at the cell's constant).",
         "",
         "| task | cell | steps | fixed rule | after 10 | after 20 | after 40 |",
         "|---|---|---|---|---|---|---|",
@@ -420,7 +416,8 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", type=lambda s: s.split(","), default=["padded_digits", "copy", "adding"])
+    tasks = ["padded_digits", "copy", "adding"]
+    p.add_argument("--tasks", type=lambda s: s.split(","), default=tasks)
     p.add_argument("--cells", type=lambda s: s.split(","), default=["lstm", "gru"])
     p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[500, 2000])
     p.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[30, 100])

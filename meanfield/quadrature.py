@@ -38,6 +38,7 @@ __all__ = [
     "expect1",
     "expect2",
     "expect_many",
+    "mehler_coefficients",
 ]
 
 #: Half-length of the integration range in standard deviations (mass outside: 2e-19).
@@ -296,10 +297,25 @@ def _mehler_coefficients(act: Activation, mean: np.ndarray, sd: np.ndarray) -> n
 _ORDERS = np.arange(MEHLER_ORDER + 1)
 
 
-def _mehler(fa, fb, ma, sa, mb, sb, rho):
-    """Σ_k ρ^k a_k b_k (Horner), |ρ| ≤ MEHLER_MAX_RHO."""
-    a = _mehler_coefficients(fa, ma, sa)
-    b = a if (fb is fa and ma is mb and sa is sb) else _mehler_coefficients(fb, mb, sb)
+def mehler_coefficients(act: Activation, mean, var) -> np.ndarray:
+    """The Hermite coefficients a_k = E[act(u) He_k(z)]/√k!, u = mean + √var·z, k = 0..
+    :data:`MEHLER_ORDER`, shape ``(*shape, MEHLER_ORDER + 1)``: what :func:`expect2` sums for a
+    weakly correlated pair. A caller that meets the same marginals many times (or can interpolate
+    them, as the GRU's candidate in the reset gate) computes them once and passes them to
+    :func:`expect2`."""
+    mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
+    sd = np.sqrt(np.maximum(var, 0.0)).reshape(-1)
+    out = _mehler_coefficients(act, np.ascontiguousarray(mean.reshape(-1)), sd)
+    return out.reshape(*mean.shape, MEHLER_ORDER + 1)
+
+
+def _mehler(fa, fb, ma, sa, mb, sb, rho, a=None, b=None):
+    """Σ_k ρ^k a_k b_k (Horner), |ρ| ≤ MEHLER_MAX_RHO; ``a``, ``b`` the coefficients when the
+    caller has them."""
+    if a is None:
+        a = _mehler_coefficients(fa, ma, sa)
+    if b is None:
+        b = a if (fb is fa and ma is mb and sa is sb) else _mehler_coefficients(fb, mb, sb)
     if rho.size <= 256:  # few configurations: one vectorized sum beats a Python loop
         return np.sum(a * b * rho[:, None] ** _ORDERS, axis=-1)
     ab = (a * b).T  # (K+1, N): rows contiguous for the loop
@@ -382,8 +398,12 @@ def expect2(
     var_b,
     cov,
     order: int = ORDER_2D,
+    coefficients: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """E[fa(u_a) fb(u_b)] for (u_a, u_b) bivariate normal, broadcast over arrays."""
+    """E[fa(u_a) fb(u_b)] for (u_a, u_b) bivariate normal, broadcast over arrays.
+
+    ``coefficients``: the two marginals' :func:`mehler_coefficients`, shapes ``(*shape, K+1)``,
+    when the caller has them (they are then not computed here)."""
     arrays = np.broadcast_arrays(
         *(np.asarray(a, float) for a in (mean_a, var_a, mean_b, var_b, cov))
     )
@@ -397,10 +417,17 @@ def expect2(
     out = np.empty(ma.shape)
     weak = np.abs(rho) <= MEHLER_MAX_RHO
     near_one = (rho >= 1.0 - TAYLOR_MAX_GAP) & (fa.deriv is not None) & (fb.deriv is not None)
+    ca = cb = None
+    if coefficients is not None:
+        ca, cb = (np.broadcast_to(k, (*shape, MEHLER_ORDER + 1)).reshape(-1, MEHLER_ORDER + 1)
+                  for k in coefficients)  # fmt: skip
     if weak.all():  # the common case (independent inputs): no masking
-        return _mehler(fa, fb, ma, sa, mb, sb, rho).reshape(shape)
+        return _mehler(fa, fb, ma, sa, mb, sb, rho, ca, cb).reshape(shape)
     if weak.any():
-        out[weak] = _mehler(fa, fb, ma[weak], sa[weak], mb[weak], sb[weak], rho[weak])
+        out[weak] = _mehler(
+            fa, fb, ma[weak], sa[weak], mb[weak], sb[weak], rho[weak],
+            None if ca is None else ca[weak], None if cb is None else cb[weak],
+        )  # fmt: skip
     if near_one.any():
         # Price's theorem at perfect correlation: E(cov) ≈ E(sa sb) + (cov - sa sb) E[fa' fb'].
         j = near_one

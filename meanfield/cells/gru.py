@@ -31,6 +31,7 @@ from meanfield.quadrature import (
     TANH,
     expect1,
     expect2,
+    mehler_coefficients,
     power,
     product,
     rule,
@@ -44,6 +45,27 @@ __all__ = ["GRUTheory"]
 #: Nodes per dimension of the reset-gate rules (the reset gate is a smooth function). The single
 #: and the pair moments use the same order, so that two examples in the same state stay in it.
 ORDER_R = 8
+#: Chebyshev nodes in the reset gate's value r ∈ [0, 1] at which the candidate's Hermite
+#: coefficients are tabulated for the pair moments (its variance a_var + r²ν²Q is smooth in r).
+TABLE_R = 32
+
+
+def _chebyshev(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chebyshev points of the first kind on [0, 1] and their barycentric weights."""
+    theta = np.pi * (np.arange(n) + 0.5) / n
+    return 0.5 * (1.0 - np.cos(theta)), (-1.0) ** np.arange(n) * np.sin(theta)
+
+
+def _interpolation(r: np.ndarray, n: int) -> np.ndarray:
+    """The barycentric weights that interpolate values at the :func:`_chebyshev` points to each
+    ``r``: shape ``(*r.shape, n)``."""
+    x, w = _chebyshev(n)
+    d = r[..., None] - x
+    hit = d == 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = w / d
+    lam = np.where(hit.any(axis=-1, keepdims=True), hit.astype(float), lam)
+    return lam / lam.sum(axis=-1, keepdims=True)
 
 
 class GRUTheory(CellTheory):
@@ -79,7 +101,14 @@ class GRUTheory(CellTheory):
         qq, qab = q[:, None], q_ab[:, None]
         mu = self.gate("n").mu[:, None]
         va, vb = a_var + ra * ra * nu2 * qq, a_var + rb * rb * nu2 * qq
-        nn = expect2(TANH, TANH, mu, va, mu, vb, a_cov + ra * rb * nu2 * qab)
+        # the candidate's Hermite coefficients depend on r alone (Q is fixed while the pair
+        # moment is solved): tabulated once at Chebyshev points in r, interpolated to the nodes
+        x, _ = _chebyshev(TABLE_R)
+        table = mehler_coefficients(TANH, mu, a_var + x * x * nu2 * qq)  # (N, TABLE_R, K+1)
+        coef_a = _interpolation(ra, TABLE_R) @ table  # (N, P, K+1)
+        coef_b = _interpolation(rb, TABLE_R) @ table
+        cov = a_cov + ra * rb * nu2 * qab
+        nn = expect2(TANH, TANH, mu, va, mu, vb, cov, coefficients=(coef_a, coef_b))
         return np.sum(w * nn, axis=-1)
 
     def reduced_single(self, q: np.ndarray) -> State:

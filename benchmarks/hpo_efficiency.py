@@ -13,6 +13,9 @@ LSTM classifying digits followed by T steps of noise). Arms:
 - ``f``: the critical initialization (ξ_C = T), TPE over the learning rate only;
 - ``g``, ``h``: ``restrict`` and ``soft`` calibrated on the study's own outcomes (the service's
   default; ``d`` and ``e`` keep c fixed, ``calibrate: false``);
+- ``i``, ``j``: ``restrict`` and ``soft`` calibrated, starting from the outcomes of the same seed's
+  ``g`` / ``h`` study (``prior.calibrate_from``, empirical Bayes): a user's second study of the
+  task with the same c, in the store where the first ran; they run once the others have finished;
 - ``r``, ``s``: references for a misspecified c: ``restrict`` and ``soft`` with the measured c
   (fixed), whatever ``--c-scale`` says, run in the same run as the misspecified arms.
 
@@ -63,11 +66,17 @@ ARMS = {
     "f": "critical init, TPE over lr",
     "g": "TPE, prior restrict, calibrated",
     "h": "TPE, prior soft, calibrated",
+    "i": "TPE, prior restrict, calibrated from the seed's g study",
+    "j": "TPE, prior soft, calibrated from the seed's h study",
     "r": "TPE, prior restrict, measured c (reference)",
     "s": "TPE, prior soft, measured c (reference)",
 }
+#: Arms whose study starts from the outcomes of another arm's study of the same seed
+#: (``prior.calibrate_from``): a user's second study of the task, in the store where the first
+#: ran, with the same (misspecified) c. They run after the first phase has finished.
+SECOND = {"i": "g", "j": "h"}
 #: The reference arm of each arm under a misspecified c (same mode, the measured c).
-REFERENCE = {"d": "r", "e": "s", "g": "r", "h": "s"}
+REFERENCE = {"d": "r", "e": "s", "g": "r", "h": "s", "i": "r", "j": "s"}
 LR = {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}
 NU = {"type": "float", "low": 0.25, "high": 2.0}
 
@@ -121,6 +130,9 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
         "r": {"mode": "restrict", "c": measured, "calibrate": False},
         "s": {"mode": "soft", "c": measured, "calibrate": False},
     }
+    if arm in SECOND:
+        source = f"{SECOND[arm]}-s{seed}{args.suffix}"
+        priors[arm] = {**priors[SECOND[arm]], "calibrate_from": [source]}
     if arm in priors:
         spec["prior"] = priors[arm]
     return spec
@@ -174,6 +186,11 @@ def main() -> None:
     if args.render:
         render(args.render)
         return
+    for arm in args.arms:
+        if arm not in ARMS:
+            ap.error(f"--arms: unknown arm {arm!r}; choose from {''.join(ARMS)}")
+        if arm in SECOND and SECOND[arm] not in args.arms:
+            ap.error(f"--arms: arm {arm} starts from arm {SECOND[arm]}'s studies; add it")
 
     import subprocess
     import tempfile
@@ -188,32 +205,38 @@ def main() -> None:
     refused: dict[str, str] = {}
     try:
         wait_healthy(base, server)
-        with Client(base, retry_seconds=10) as c:
-            for arm in args.arms:
-                for seed in range(args.seeds):
-                    spec = arm_spec(arm, seed, args)
-                    try:
-                        c.create_study(spec)
-                    except ApiError as e:  # restrict refuses a space with no feasible point
-                        if e.status != 422:
-                            raise
-                        refused[arm] = str(e)
-                        break
-                    names[(arm, seed)] = spec["name"]
-        studies = [a for name in names.values() for a in ("--study", name)]
-        for i in range(args.workers):
-            procs.append(subprocess.Popen(
-                [*cmd, "worker", "--server", base, "--threads", "1", "--device", "cpu",
-                 "--worker-id", f"hpo-{i}", "--retry-seconds", "60", *studies],
-                cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                stdout=(work / f"worker{i}.log").open("w"), stderr=subprocess.STDOUT,
-            ))  # fmt: skip
-        for p in procs:
-            p.wait()
+        phases = [[a for a in args.arms if a not in SECOND], [a for a in args.arms if a in SECOND]]
+        for phase, arms in enumerate(phases):
+            mine: list[str] = []
+            with Client(base, retry_seconds=10) as c:
+                for arm in arms:
+                    for seed in range(args.seeds):
+                        spec = arm_spec(arm, seed, args)
+                        try:
+                            c.create_study(spec)
+                        except ApiError as e:  # restrict refuses a space with no feasible point
+                            if e.status != 422:
+                                raise
+                            refused[arm] = str(e)
+                            break
+                        names[(arm, seed)] = spec["name"]
+                        mine += ["--study", spec["name"]]
+            for i in range(args.workers if mine else 0):
+                procs.append(subprocess.Popen(
+                    [*cmd, "worker", "--server", base, "--threads", "1", "--device", "cpu",
+                     "--worker-id", f"hpo-{phase}-{i}", "--retry-seconds", "60", *mine],
+                    cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                    stdout=(work / f"worker{phase}-{i}.log").open("w"), stderr=subprocess.STDOUT,
+                ))  # fmt: skip
+            for p in procs:
+                p.wait()
         per_arm: dict[str, list[dict]] = {arm: [] for arm in args.arms if arm not in refused}
         with Client(base, retry_seconds=10) as c:
             for (arm, _seed), name in names.items():
-                per_arm[arm].append(summarize(c.trials(name, limit=1000)["trials"], args))
+                got = c.trials(name, limit=1000)["trials"]
+                run = summarize(got, args)
+                run["calibration"] = final_calibration(c, name, got)
+                per_arm[arm].append(run)
     finally:
         for p in [*procs, server]:
             stop(p)
@@ -227,6 +250,21 @@ def main() -> None:
         "refused": refused,
     }
     write(report, args)
+
+
+def final_calibration(client: Client, name: str, got: list[dict]) -> dict | None:
+    """The study's calibrated criterion once the server's background pass has fitted it to every
+    finished trial (it refits every few seconds; waits up to 30 s). None: the c is fixed."""
+    finished = sum(t["state"] in ("COMPLETE", "PRUNED") for t in got)
+    deadline = time.monotonic() + 30
+    while True:
+        study = client.study(name)
+        cal, prior = study.get("calibration"), study["spec"].get("prior") or {}
+        if cal is None and (not prior.get("calibrate") or prior.get("mode", "off") == "off"):
+            return None
+        if (cal and cal["outcomes"] >= finished) or time.monotonic() > deadline:
+            return cal
+        time.sleep(0.5)
 
 
 def first_at(curve: list[float], level: float) -> float:
@@ -269,6 +307,32 @@ def reference_lines(report: dict) -> list[str]:
         text = "neither reaches it" if math.isnan(ratio) else f"{ratio:.2f}"
         out.append(f"| {arm}: {ARMS[arm]} | {ref} | {text} |")
     return out
+
+
+def calibration_lines(report: dict) -> list[str]:
+    """The calibrated arms' c at the end of each study (the c handed out from), the outcomes it
+    rests on and the studies its prior came from."""
+    rows = []
+    for arm, data in report["arms"].items():
+        cals = [r["calibration"] for r in data["runs"] if r.get("calibration")]
+        if not cals:
+            continue
+        cs = ", ".join(f"{cal['c']:.3g}" for cal in cals)
+        outcomes = ", ".join(str(cal["outcomes"]) for cal in cals)
+        sources = sorted({s for cal in cals for s in cal.get("sources") or []})
+        from_ = ", ".join(sources) if sources else "its own outcomes only"
+        rows.append(f"| {arm} | {cals[0]['c0']:.3g} | {cs} | {outcomes} | {from_} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Calibrated arms at the end of each study (per seed): the c the study hands out from, the "
+        "study's own outcomes it rests on, and the studies its prior came from:",
+        "",
+        "| arm | c given | c at the end | outcomes | prior from |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def render(path: Path) -> None:
@@ -333,7 +397,7 @@ def write(report: dict, args: argparse.Namespace) -> None:
         )
     for arm, why in report.get("refused", {}).items():
         lines.append(f"| {arm}: {ARMS[arm]} | refused at creation: {why} | – | – | – |")
-    lines += reference_lines(report)
+    lines += reference_lines(report) + calibration_lines(report)
     ax.axhline(args.target, color="grey", ls=":", lw=1)
     chance = task_spec("padded_digits", args.T, padding="noise").chance
     ax.axhline(chance, color="black", ls="--", lw=0.8, label=f"chance ({chance:g})")

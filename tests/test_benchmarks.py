@@ -55,6 +55,21 @@ def test_hpo_efficiency_reports_every_arm_and_a_refusal(tmp_path: Path) -> None:
     assert (tmp_path / "hpo_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_hpo_efficiency_second_studies_start_from_the_first(tmp_path: Path) -> None:
+    """Arm j (soft, calibrated from the seed's h study) runs after arm h and says so; both are
+    calibrated on their outcomes, and the report lists them."""
+    bench("hpo_efficiency", tmp_path, "--seeds", "1", "--trials", "2", "--steps", "20",
+          "--arms", "hj", "--workers", "1")  # fmt: skip
+    report = json.loads((tmp_path / "hpo_efficiency.json").read_text())
+    (first,) = report["arms"]["h"]["runs"]
+    (second,) = report["arms"]["j"]["runs"]
+    assert first["calibration"]["sources"] == []
+    assert second["calibration"]["sources"] == ["h-s0"]
+    assert second["calibration"]["source_outcomes"] == first["calibration"]["outcomes"] == 2
+    md = (tmp_path / "hpo_efficiency.md").read_text()
+    assert "| j | " in md and "h-s0" in md
+
+
 def test_rest_share(tmp_path: Path) -> None:
     bench("rest_share", tmp_path, "--trials", "1", "--steps", "20", "--eval-every", "10")
     report = json.loads((tmp_path / "rest_share.json").read_text())

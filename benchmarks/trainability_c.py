@@ -17,10 +17,10 @@ training budgets, on a design laid out in the quantity the rule is about, the ra
 For each (task, cell, budget) the report gives:
 
 - c with **profile-likelihood** intervals: P(trained) = σ(s·(log c − log(T/ξ_C))); for each c the
-  slope s is maximized (0 < s ≤ 20: a step as sharp as the design can resolve), and the 68 % / 95 %
-  intervals are the c whose profile log likelihood is within 0.5 / 1.92 of the best (χ²₁). Where
-  the runs separate perfectly the interval is the whole gap between the classes: the data cannot say
-  more, and the interval says so.
+  slope s is maximized (0 < s ≤ 200: up to a step), and the 68 % / 95 % intervals are the c whose
+  profile log likelihood is within 0.5 / 1.92 of the best (χ²₁), on a grid of c in steps of 4 %.
+  Where the runs separate perfectly the interval is the whole gap between the classes: the data
+  cannot say more, and the interval says so.
 - The upper edge: the band σ(s(log c − u))·σ(s(u − log l)) (too long a memory, ξ_C > T/l, fails
   too), its l and the likelihood-ratio statistic against the one-edged rule.
 - Leave-one-seed-out prediction: the fitted c (step rule) and the service's trainability model
@@ -69,7 +69,7 @@ TASK_OPTIONS: dict[str, dict[str, Any]] = {
 }
 RATIOS = (0.1, 0.3, 1.0, 2.0, 3.5, 6.0, 10.0, 18.0, 40.0)
 NUS = {"lstm": (0.7, 1.4), "gru": (1.0,), "minimalrnn": (1.0,)}
-S_MAX = 20.0  # the steepest logistic the profile fit allows (per unit of log(T/ξ_C))
+S_MAX = 200.0  # the steepest logistic the profile fit allows (per unit of log(T/ξ_C)): a step
 C_GRID = np.geomspace(0.02, 2000.0, 281)
 KEY = ("task", "cell", "steps", "T", "nu", "ratio", "seed")
 
@@ -349,7 +349,7 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "from chance to 1. Tasks: padded digits with noise padding, copy with one symbol (alphabet "
         "8), adding (a sum counts when within the task's tolerance).",
         "",
-        "c: maximum likelihood of P(trained) = σ(s·(log c − log(T/ξ_C))), 0 < s ≤ 20, with "
+        "c: maximum likelihood of P(trained) = σ(s·(log c − log(T/ξ_C))), 0 < s ≤ 200, with "
         "**profile-likelihood** intervals (68 %: Δ log L ≤ 0.5; 95 %: ≤ 1.92). Separation: runs on "
         "their predicted side with the fitted c, and with the cell's constant "
         f"({', '.join(f'{k} {v:g}' for k, v in MEASURED_C.items() if k != 'minimalrnn')}). "

@@ -69,6 +69,8 @@ LONGEST = {
     "test_careless.py::test_a_worker_accepts_the_url_the_server_prints": 15,
     "test_careless.py::test_a_study_deleted_in_the_dashboard_leaves_the_others_usable": 10,
     "test_benchmarks.py::test_hpo_efficiency_reports_every_arm_and_a_refusal": 12,
+    "test_benchmarks.py::test_hpo_efficiency_second_studies_start_from_the_first": 15,
+    "test_benchmarks.py::test_trainability_c_trains_resumes_and_fits": 10,
     "test_benchmarks.py::test_theory_speed": 12,
     "test_benchmarks.py::test_jacobian_spectrum": 11,
     "test_e2e.py::test_sigterm_gives_the_trial_back_and_exits": 10,

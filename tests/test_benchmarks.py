@@ -70,6 +70,23 @@ def test_hpo_efficiency_second_studies_start_from_the_first(tmp_path: Path) -> N
     assert "| j | " in md and "h-s0" in md
 
 
+def test_trainability_c_trains_resumes_and_fits(tmp_path: Path) -> None:
+    """A toy matrix: every run recorded once (a second invocation trains none), one fitted group
+    with its profile intervals and held-out scores, and the report's table row."""
+    toy = ["--tasks", "copy", "--cells", "lstm", "--steps", "20", "--T", "10",
+           "--ratios", "0.5,40", "--seeds", "2", "--workers", "1"]  # fmt: skip
+    bench("trainability_c", tmp_path, *toy)
+    runs = (tmp_path / "trainability_c.runs.jsonl").read_text().splitlines()
+    assert len(runs) == 2 * 2 * 2  # ratios × nu (0.7, 1.4) × seeds
+    bench("trainability_c", tmp_path, *toy)
+    assert len((tmp_path / "trainability_c.runs.jsonl").read_text().splitlines()) == len(runs)
+    (fit,) = json.loads((tmp_path / "trainability_c.json").read_text())["fits"]
+    assert (fit["task"], fit["cell"], fit["steps"], fit["runs"]) == ("copy", "lstm", 20, 8)
+    assert fit["c95"][0] <= fit["c68"][0] <= fit["c"] <= fit["c68"][1] <= fit["c95"][1]
+    assert 0.0 <= fit["held_out"]["model_xi_jac"]["accuracy"] <= 1.0
+    assert "| copy | lstm | 20 | 8 (" in (tmp_path / "trainability_c.md").read_text()
+
+
 def test_rest_share(tmp_path: Path) -> None:
     bench("rest_share", tmp_path, "--trials", "1", "--steps", "20", "--eval-every", "10")
     report = json.loads((tmp_path / "rest_share.json").read_text())

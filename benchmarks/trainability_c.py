@@ -414,16 +414,37 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _whole_numbers(text: str) -> list[int]:
+    """Comma-separated positive whole numbers (argparse names this function in its error)."""
+    values = [int(x) for x in _names(text)]
+    if not values or min(values) < 1:
+        raise ValueError(text)
+    return values
+
+
+def _positive_numbers(text: str) -> list[float]:
+    values = [float(x) for x in _names(text)]
+    if not values or min(values) <= 0:
+        raise ValueError(text)
+    return values
+
+
+_whole_numbers.__name__ = "comma-separated whole numbers"
+_positive_numbers.__name__ = "comma-separated positive numbers"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     tasks = ["padded_digits", "copy", "adding"]
-    p.add_argument("--tasks", type=lambda s: s.split(","), default=tasks)
-    p.add_argument("--cells", type=lambda s: s.split(","), default=["lstm", "gru"])
-    p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[500, 2000])
-    p.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[30, 100])
-    p.add_argument(
-        "--ratios", type=lambda s: [float(x) for x in s.split(",")], default=list(RATIOS)
-    )
+    p.add_argument("--tasks", type=_names, default=tasks)
+    p.add_argument("--cells", type=_names, default=["lstm", "gru"])
+    p.add_argument("--steps", type=_whole_numbers, default=[500, 2000])
+    p.add_argument("--T", type=_whole_numbers, default=[30, 100])
+    p.add_argument("--ratios", type=_positive_numbers, default=list(RATIOS))
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--name", default="trainability_c")
@@ -434,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         if task not in TASK_OPTIONS:
             p.error(f"--tasks: unknown task {task!r}; choose from {', '.join(TASK_OPTIONS)}")
+    for cell in args.cells:
+        if cell not in NUS:
+            p.error(f"--cells: unknown or memoryless cell {cell!r}; choose from {', '.join(NUS)}")
     args.runs = args.runs or args.out / f"{args.name}.runs.jsonl"
     if not args.fit_only:
         run_matrix(args)

@@ -112,7 +112,9 @@ def _train(job: dict[str, Any]) -> dict[str, Any]:
         eval_every=max(1, job["steps"] // 4), seed=job["seed"], device="cpu", threads=1,
         task_options=TASK_OPTIONS[job["task"]],
     )  # fmt: skip
+    cpu = time.process_time()
     res = train(cfg)
+    cpu = time.process_time() - cpu
     acc, chance = res.final["test_accuracy"], res.final["chance_accuracy"]
     return {
         **job,
@@ -120,6 +122,7 @@ def _train(job: dict[str, Any]) -> dict[str, Any]:
         "chance": chance,
         "trained": bool(acc >= success_threshold(chance)),
         "seconds": res.seconds,
+        "cpu_seconds": cpu,
     }
 
 

@@ -329,7 +329,7 @@ def calibration_lines(report: dict) -> list[str]:
         "Calibrated arms at the end of each study (per seed): the c the study hands out from, the "
         "study's own outcomes it rests on, and the studies its prior came from:",
         "",
-        "| arm | c given | c at the end | outcomes | prior from |",
+        "| arm | c given | c at the end | outcomes | prior from (one study per seed) |",
         "|---|---|---|---|---|",
         *rows,
     ]

@@ -56,7 +56,8 @@ def train_cmd(
         str,
         typer.Option(
             "--init",
-            help="default (PyTorch's), critical (mean-field recipe for T), or custom with --set.",
+            help="default (PyTorch's), critical (mean-field recipe for T), chrono (Tallec & "
+            "Ollivier's keep-gate biases for T), or custom with --set.",
         ),
     ] = "critical",
     sets: Annotated[

@@ -93,10 +93,10 @@ def check_option(name: str, value: Any) -> Any:
         return value
     if name == "init":
         if isinstance(value, str):
-            if value not in ("default", "critical"):
-                raise TrainError(name, value, "choose default, critical or hyperparameters")
+            if value not in ("default", "critical", "chrono"):
+                raise TrainError(name, value, "choose default, critical, chrono or hyperparameters")
         elif not isinstance(value, Mapping):
-            raise TrainError(name, value, "choose default, critical or hyperparameters")
+            raise TrainError(name, value, "choose default, critical, chrono or hyperparameters")
         return value
     if name == "seed":
         if isinstance(value, bool) or not isinstance(value, Integral):

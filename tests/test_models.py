@@ -273,3 +273,41 @@ def test_deterministic_init(cell: str) -> None:
     s1, s2, s3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert not torch.equal(s1["readout.weight"], s3["readout.weight"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "minimalrnn"])
+def test_chrono_sets_the_keep_gate_bias_to_log_uniform_and_leaves_the_rest(cell: str) -> None:
+    """Chrono (Tallec & Ollivier 2018): per unit the keep gate's bias is log U[1, T − 1] (the
+    LSTM's input gate its negative), the matching bias_hh rows zero, every weight PyTorch's own
+    (the same as init='default' with the same seed); reproducible from the seed."""
+    T, n = 200, 256
+    model, cfg = build_model(cell, 3, n, 2, init="chrono", T=T, seed=5)
+    default, _ = build_model(cell, 3, n, 2, init="default", seed=5)
+    assert cfg is None
+    again, _ = build_model(cell, 3, n, 2, init="chrono", T=T, seed=5)
+    for (name, p), (_, q), (_, d) in zip(
+        model.named_parameters(), again.named_parameters(), default.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
+        if "bias" not in name:
+            assert torch.equal(p, d), name  # PyTorch's own weights, untouched
+    core = model.core
+    if cell == "minimalrnn":
+        keep = core.bias_u.detach()
+    else:
+        keep = core.bias_ih_l0.detach()[n : 2 * n]
+        assert torch.count_nonzero(core.bias_hh_l0.detach()[n : 2 * n]) == 0
+    assert float(keep.min()) >= 0.0 and float(keep.max()) <= math.log(T - 1) + 1e-6
+    # log U[1, T-1] has mean ((T-1) log(T-1) - (T-2)) / (T-2), 4.29 at T = 200: 256 draws, ±0.2
+    expected = ((T - 1) * math.log(T - 1) - (T - 2)) / (T - 2)
+    assert abs(float(keep.mean()) - expected) < 0.2
+    if cell == "lstm":
+        assert torch.equal(core.bias_ih_l0.detach()[:n], -keep)
+        assert torch.count_nonzero(core.bias_hh_l0.detach()[:n]) == 0
+
+
+def test_chrono_needs_a_memory_gate_and_a_bridge_length() -> None:
+    with pytest.raises(MeanFieldError, match="no memory gate"):
+        build_model("vanilla", 3, 8, 2, init="chrono", T=10)
+    with pytest.raises(MeanFieldError, match="needs the bridge length"):
+        build_model("lstm", 3, 8, 2, init="chrono")

@@ -16,6 +16,11 @@ PyTorch packs the gates in rows, LSTM (i, f, g, o) and GRU (r, z, n), the engine
 (:data:`meanfield.CELLS`). ``tests/test_models.py`` checks that one step of these modules equals the
 engine's finite-width simulator (``meanfield/_simcells.py``) on the same weights.
 
+The preset ``chrono`` is the chrono initialization of Tallec & Ollivier (ICLR 2018), which many
+LSTM users apply by hand: PyTorch's own weights, and per unit the keep gate's bias log U[1, T − 1]
+(the LSTM's forget gate, its input gate the negative; the GRU's update gate z; the minimalRNN's u),
+T the bridge length (:func:`chrono_biases`).
+
 Inputs are time-major, ``(seq, batch, input_size)``.
 """
 
@@ -37,13 +42,15 @@ __all__ = [
     "MinimalRNN",
     "SeqModel",
     "build_model",
+    "chrono_biases",
     "initialize",
     "parameter_blocks",
     "resolve_init",
 ]
 
-#: Named initializations: PyTorch's own (``None`` config) and the engine's critical one.
-PRESETS = ("default", "critical")
+#: Named initializations: PyTorch's own (``None`` config), the engine's critical one and chrono
+#: (PyTorch's own with chrono biases, see the module docstring).
+PRESETS = ("default", "critical", "chrono")
 
 
 class MinimalRNN(nn.Module):
@@ -336,6 +343,12 @@ def resolve_init(
         return Config.from_flat(cell, init, weights=weights or "gaussian")
     if init == "default":
         return None
+    if init == "chrono":
+        if MEMORY_GATE[cell] is None:
+            raise MeanFieldError(
+                "init", init, f"cell {cell!r} has no memory gate; use 'default' or hyperparameters"
+            )
+        return None
     if init == "critical":
         gate = MEMORY_GATE[cell]
         if gate is None:
@@ -383,4 +396,31 @@ def build_model(
         # A stream of its own for the configured weights (not a replay of the one above).
         init_seed = int(torch.randint(2**62, (), dtype=torch.int64))
     initialize(model, cfg, torch.Generator().manual_seed(init_seed))
+    if isinstance(init, str) and init == "chrono":
+        if T is None:
+            raise MeanFieldError("T", T, "init='chrono' needs the bridge length T (steps)")
+        chrono_biases(model, T, torch.Generator().manual_seed(init_seed))
     return model, cfg
+
+
+@torch.no_grad()
+def chrono_biases(model: SeqModel, T: int, generator: torch.Generator | None = None) -> None:
+    """Set the chrono biases (Tallec & Ollivier 2018) for dependencies up to ``T`` steps, in place:
+    per unit b = log U[1, T − 1] on the keep gate (LSTM: forget gate, and −b on the input gate;
+    GRU: update gate z; minimalRNN: u), the gate's other bias (``bias_hh``) zero. Drawn in float64
+    on the CPU from ``generator``."""
+    core, n = model.core, model.core.hidden_size
+    span = max(float(T) - 2.0, 0.0)  # U[1, T − 1] = 1 + (T − 2)·U[0, 1]
+    b = torch.log1p(span * torch.rand(n, generator=generator, dtype=torch.float64))
+    if model.cell == "minimalrnn":
+        core.bias_u.copy_(b)
+        return
+    keep = {"lstm": 1, "gru": 1}.get(model.cell)  # the keep gate's rows: f (LSTM), z (GRU)
+    if keep is None:
+        raise MeanFieldError("cell", model.cell, "has no memory gate for chrono biases")
+    rows = slice(keep * n, (keep + 1) * n)
+    core.bias_ih_l0[rows] = b
+    core.bias_hh_l0[rows] = 0.0
+    if model.cell == "lstm":  # the input gate: −b
+        core.bias_ih_l0[:n] = -b
+        core.bias_hh_l0[:n] = 0.0

@@ -133,6 +133,12 @@ def _loss(kind: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.mse_loss(out, y)
 
 
+#: Flush denormal floats to zero while training (where the CPU can). An untrainable run's
+#: vanishing signals fill the backward pass with them, which slows CPU arithmetic several-fold;
+#: values below ~1e-38 change no result (``benchmarks/train_speed.py`` measures both).
+FLUSH_DENORMAL = True
+
+
 def train(
     cfg: TrainConfig,
     callback: Callable[[dict[str, float]], bool | None] | None = None,
@@ -143,9 +149,7 @@ def train(
     cfg.validate()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    # Denormal floats (an untrainable run's vanishing signals) slow CPU arithmetic several-fold;
-    # flushing them to zero changes no result above ~1e-38. False where the CPU cannot.
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(FLUSH_DENORMAL)
     device = pick_device(cfg.device)
     task = make_task(cfg.task, cfg.T, seed=cfg.seed, **dict(cfg.task_options))
     spec = task.spec

@@ -11,6 +11,8 @@ LSTM classifying digits followed by T steps of noise). Arms:
 - ``d``: TPE with the prior ``restrict``;
 - ``e``: TPE with the prior ``soft``;
 - ``f``: the critical initialization (ξ_C = T), TPE over the learning rate only;
+- ``k``: the chrono initialization (Tallec & Ollivier 2018: forget-gate bias log U[1, T − 1],
+  input gate its negative), TPE over the learning rate only: what many LSTM users do by hand;
 - ``g``, ``h``: ``restrict`` and ``soft`` calibrated on the study's own outcomes (the service's
   default; ``d`` and ``e`` keep c fixed, ``calibrate: false``);
 - ``i``, ``j``: ``restrict`` and ``soft`` calibrated, starting from the outcomes of the same seed's
@@ -24,7 +26,12 @@ misspecify it tenfold; the report then gives each arm's trials to target over it
 ``--mu-f LO HI`` sets the forget-gate bias range (the report gives the share of the space the
 criterion accepts; the advantage of ``restrict`` grows as that share shrinks). A restricted study
 whose space holds no feasible point is refused by the service, and the report says so.
-Reported per arm: the fraction of trials that train (final accuracy ≥ ``--trained``), the best
+``--space full`` searches what a practitioner who tunes the initialization searches: per-gate bias
+means (LSTM mu_i, mu_f, mu_g, mu_o; GRU mu_r, mu_z, mu_n), nu, sigma and rho with the learning
+rate; ``--task copy`` (one symbol) instead of padded digits, ``--cell gru``, ``--pruner hyperband``
+(Optuna's, over training steps) instead of the threshold at chance.
+Reported per arm: the training steps run until the target (pruned trials count what they ran),
+the fraction of trials that train (final accuracy ≥ ``--trained``), the best
 accuracy against the number of trials (median and quartiles over seeds, PNG), and the median
 number of trials to reach ``--target``.
 
@@ -54,6 +61,7 @@ from reporting import recorded_args  # noqa: E402
 from cli.procs import start_server, stop, wait_healthy  # noqa: E402
 from contract.client import ApiError, Client  # noqa: E402
 from contract.tasks import task_spec  # noqa: E402
+from meanfield import MEMORY_GATE  # noqa: E402
 from meanfield.constants import MEASURED_C  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -66,6 +74,7 @@ ARMS = {
     "f": "critical init, TPE over lr",
     "g": "TPE, prior restrict, calibrated",
     "h": "TPE, prior soft, calibrated",
+    "k": "chrono init, TPE over lr",
     "i": "TPE, prior restrict, calibrated from the seed's g study",
     "j": "TPE, prior soft, calibrated from the seed's h study",
     "r": "TPE, prior restrict, measured c (reference)",
@@ -81,46 +90,86 @@ LR = {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}
 NU = {"type": "float", "low": 0.25, "high": 2.0}
 
 
+#: The tasks and their options (the task's bridge statistics come from its spec).
+TASK_OPTIONS = {"padded_digits": {"padding": "noise"}, "copy": {"n_symbols": 1}}
+#: ``--space full``: what a practitioner who tunes the initialization searches: per-gate bias
+#: means, the recurrent and input weight scales and the bias spread (with the learning rate).
+FULL_MEANS = {
+    "lstm": {"mu_i": (-3.0, 3.0), "mu_f": (-3.0, 6.0), "mu_g": (-1.0, 1.0), "mu_o": (-3.0, 3.0)},
+    "gru": {"mu_r": (-3.0, 3.0), "mu_z": (-3.0, 6.0), "mu_n": (-1.0, 1.0)},
+}
+FULL_SCALES = {"nu": (0.25, 2.0), "sigma": (0.25, 2.0), "rho": (0.0, 1.0)}
+#: What reports written before these options existed ran with.
+DEFAULTS = {"task": "padded_digits", "cell": "lstm", "space": "small", "pruner": "threshold"}
+
+
 def init_space(args: argparse.Namespace) -> dict:
+    if args.space == "full":
+        ranges = {**FULL_MEANS[args.cell], **FULL_SCALES}
+        return {k: {"type": "float", "low": lo, "high": hi} for k, (lo, hi) in ranges.items()}
     lo, hi = args.mu_f
-    return {"mu_f": {"type": "float", "low": lo, "high": hi}, "nu": NU}
+    gate = f"mu_{MEMORY_GATE[args.cell]}"
+    return {gate: {"type": "float", "low": lo, "high": hi}, "nu": NU}
+
+
+def task_of(args: argparse.Namespace):
+    return task_spec(args.task, args.T, **TASK_OPTIONS[args.task])
 
 
 def feasible_share(args: argparse.Namespace, n: int = 4000) -> float:
-    """Share of the (uniform) initialization space the criterion T ≤ c·ξ_C accepts."""
+    """Share of the (uniform) initialization space the criterion T ≤ c·ξ_C accepts, for the
+    task's bridge statistics."""
     import numpy as np
 
-    from meanfield import Config
+    from meanfield import Config, Inputs
     from meanfield.theory import memory_check
 
     rng = np.random.default_rng(0)
     flat = {k: rng.uniform(v["low"], v["high"], n) for k, v in init_space(args).items()}
-    ok = memory_check(Config.from_flat("lstm", flat), args.T, MEASURED_C["lstm"] * args.c_scale).ok
-    return float(np.mean(ok))
+    spec = task_of(args)
+    inputs = Inputs(R=spec.R, regime=spec.regime, R_ab=spec.R_ab)
+    c = MEASURED_C[args.cell] * args.c_scale
+    return float(np.mean(memory_check(Config.from_flat(args.cell, flat), args.T, c, inputs).ok))
+
+
+def pruning(args: argparse.Namespace) -> dict:
+    """``threshold``: stop a trial still near chance at half its steps (the lower bound: 0.2,
+    or a tenth of the way from chance to 1 where that is higher); ``hyperband``: Optuna's
+    Hyperband over training steps."""
+    if args.pruner == "hyperband":
+        every = max(1, args.steps // 10)
+        options = {"min_resource": every, "max_resource": args.steps, "reduction_factor": 3}
+        return {"pruner": "hyperband", "pruner_options": options}
+    chance = task_of(args).chance
+    lower = round(max(0.2, chance + 0.1 * (1.0 - chance)), 4)
+    return {
+        "pruner": "threshold",
+        "pruner_options": {"lower": lower, "n_warmup_steps": args.steps // 2},
+    }
 
 
 def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
     training = {"hidden": 64, "batch_size": 32, "steps": args.steps, "eval_every": args.steps // 10}
     spec = {
         "name": f"{arm}-s{seed}{args.suffix}",
-        "cell": "lstm",
-        "task": {"name": "padded_digits", "T": args.T, "options": {"padding": "noise"}},
+        "cell": args.cell,
+        "task": {"name": args.task, "T": args.T, "options": TASK_OPTIONS[args.task]},
         "space": {**init_space(args), "lr": LR},
         "sampler": "tpe",
-        "pruner": "threshold",
-        "pruner_options": {"lower": 0.2, "n_warmup_steps": args.steps // 2},
+        **pruning(args),
         "budget": args.trials,
         "seed": seed,
         "lease_seconds": 300,
         "training": training,
     }
-    if arm in ("a", "f"):
+    if arm in ("a", "f", "k"):
         spec["space"] = {"lr": LR}
-        spec["training"] = {**training, "init": "default" if arm == "a" else "critical"}
+        init = {"a": "default", "f": "critical", "k": "chrono"}[arm]
+        spec["training"] = {**training, "init": init}
     if arm == "c":
         spec["sampler"] = "random"
-    c = MEASURED_C["lstm"] * args.c_scale
-    measured = MEASURED_C["lstm"]
+    c = MEASURED_C[args.cell] * args.c_scale
+    measured = MEASURED_C[args.cell]
     priors = {
         # the fixed-c prior (calibrate: false) and the calibrated one (the service's default)
         "d": {"mode": "restrict", "c": c, "calibrate": False},
@@ -158,12 +207,19 @@ def summarize(trials: list[dict], args: argparse.Namespace) -> dict:
         if v is not None:
             running = v if math.isnan(running) else max(running, v)
         best.append(running)
+    # the training steps each trial ran: its last report's step (a completed trial reports at
+    # its last step; a pruned one stopped at its last report)
+    ran = [max((int(k) for k in t.get("intermediate_values") or {}), default=0) for t in trials]
+    spent = [sum(ran[: i + 1]) for i in range(len(ran))]
+    reach = first_at(best, args.target)
     return {
         "trained": sum(trained) / max(1, len(trials)),
         "best": best[-1] if best else math.nan,
         "best_curve": best,
-        "trials_to_target": first_at(best, args.target),
+        "trials_to_target": reach,
         "first_trained": next((i + 1 for i, ok in enumerate(trained) if ok), math.inf),
+        "steps_curve": spent,
+        "steps_to_target": spent[reach - 1] if math.isfinite(reach) else math.inf,
     }
 
 
@@ -176,7 +232,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--arms", default="abcdef")
     ap.add_argument("--c-scale", type=float, default=1.0)
-    ap.add_argument("--mu-f", type=float, nargs=2, default=(-3.0, 6.0), metavar=("LO", "HI"))
+    ap.add_argument("--mu-f", type=float, nargs=2, default=(-3.0, 6.0), metavar=("LO", "HI"),
+                    help="the memory-gate bias range of the small space")  # fmt: skip
+    ap.add_argument("--task", choices=sorted(TASK_OPTIONS), default=DEFAULTS["task"])
+    ap.add_argument("--cell", choices=sorted(FULL_MEANS), default=DEFAULTS["cell"])
+    ap.add_argument("--space", choices=("small", "full"), default=DEFAULTS["space"],
+                    help="small: memory-gate bias and nu; full: per-gate bias means, nu, sigma, "
+                    "rho")  # fmt: skip
+    ap.add_argument("--pruner", choices=("threshold", "hyperband"), default=DEFAULTS["pruner"])
     ap.add_argument("--trained", type=float, default=0.55)
     ap.add_argument("--target", type=float, default=0.7)
     ap.add_argument("--suffix", default="")
@@ -338,7 +401,7 @@ def calibration_lines(report: dict) -> list[str]:
 def render(path: Path) -> None:
     """Write a report's Markdown and PNG again from its JSON (after a change to the layout)."""
     report = json.loads(path.read_text())
-    args = argparse.Namespace(**report["args"])
+    args = argparse.Namespace(**{**DEFAULTS, **report["args"]})
     args.out = path.parent
     args.mu_f = tuple(getattr(args, "mu_f", (-3.0, 6.0)))
     report.setdefault("feasible_share", feasible_share(args))
@@ -358,22 +421,25 @@ def write(report: dict, args: argparse.Namespace) -> None:
     stem = f"hpo_efficiency{args.suffix}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    space = ", ".join(
+        f"{k} ∈ [{v['low']:g}, {v['high']:g}]" for k, v in {**init_space(args), "lr": LR}.items()
+    )
+    task = {"padded_digits": "padded digits with", "copy": "the copy task (one symbol) with"}
     lines = [
         f"# Sample efficiency{' (' + args.suffix.strip('_-') + ')' if args.suffix else ''}",
         "",
         f"Written by `python benchmarks/hpo_efficiency.py` on {report['machine']}, "
-        f"{report['date']}, in {report['seconds'] / 60:.0f} min: LSTM on padded digits with "
-        f"T = {args.T} noise steps, {args.trials} trials per study, {args.seeds} seeds per arm, "
-        f"{args.steps} training steps, c scaled by {args.c_scale:g}. Trained: final accuracy ≥ "
-        f"{args.trained}; target: best accuracy ≥ {args.target}. Space: mu_f ∈ "
-        f"[{args.mu_f[0]:g}, {args.mu_f[1]:g}], nu ∈ [{NU['low']:g}, {NU['high']:g}], lr ∈ "
-        f"[{LR['low']:g}, {LR['high']:g}] (log); the criterion T ≤ c·ξ_C accepts "
+        f"{report['date']}, in {report['seconds'] / 60:.0f} min: {args.cell.upper()} on "
+        f"{task[args.task]} T = {args.T} bridge steps, {args.trials} trials per study, "
+        f"{args.seeds} seeds per arm, {args.steps} training steps, pruner {args.pruner}, c scaled "
+        f"by {args.c_scale:g}. Trained: final accuracy ≥ {args.trained}; target: best accuracy "
+        f"≥ {args.target}. Space: {space} (lr log); the criterion T ≤ c·ξ_C accepts "
         f"{report['feasible_share']:.0%} of the initialization space (uniform sample).",
         "",
         "| arm | trials that train (mean) | best accuracy (median) | trials to the first that "
-        "trains (median) | trials to target (median) |",
-        "|---|---|---|---|---|",
+        "trains (median) | trials to target (median) | training steps to target (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for arm, data in report["arms"].items():
         runs = data["runs"]
@@ -385,27 +451,36 @@ def write(report: dict, args: argparse.Namespace) -> None:
                 q1, med, q3 = np.nanpercentile(curves, [25, 50, 75], axis=0)
             ax.plot(x, med, label=f"{arm}: {data['label']}")
             ax.fill_between(x, q1, q3, alpha=0.2)
+        for i, r in enumerate(runs):  # best accuracy against the training steps spent, per seed
+            if r.get("steps_curve"):
+                ax_steps.step(r["steps_curve"], r["best_curve"], where="post", lw=0.8,
+                              color=f"C{list(report['arms']).index(arm)}",
+                              label=f"{arm}: {data['label']}" if i == 0 else None)  # fmt: skip
         reach = statistics.median(r["trials_to_target"] for r in runs)
         # reports written before first_trained was recorded: the best curve's crossing
         first = statistics.median(
             r.get("first_trained", first_at(r["best_curve"], args.trained)) for r in runs
         )
+        spent = [r["steps_to_target"] for r in runs if "steps_to_target" in r]
+        steps_text = trials(statistics.median(spent)) if spent else "–"
         lines.append(
             f"| {arm}: {data['label']} | {statistics.fmean(r['trained'] for r in runs):.2f} | "
             f"{statistics.median(r['best'] for r in runs):.3f} | {trials(first)} | "
-            f"{trials(reach)} |"
+            f"{trials(reach)} | {steps_text} |"
         )
     for arm, why in report.get("refused", {}).items():
-        lines.append(f"| {arm}: {ARMS[arm]} | refused at creation: {why} | – | – | – |")
+        lines.append(f"| {arm}: {ARMS[arm]} | refused at creation: {why} | – | – | – | – |")
     lines += reference_lines(report) + calibration_lines(report)
-    ax.axhline(args.target, color="grey", ls=":", lw=1)
-    chance = task_spec("padded_digits", args.T, padding="noise").chance
-    ax.axhline(chance, color="black", ls="--", lw=0.8, label=f"chance ({chance:g})")
-    ax.set_xlabel("trials")
-    ax.set_ylabel("best test accuracy so far")
+    chance = task_of(args).chance
+    for a in (ax, ax_steps):
+        a.axhline(args.target, color="grey", ls=":", lw=1)
+        a.axhline(chance, color="black", ls="--", lw=0.8, label=f"chance ({chance:g})")
+        a.set_ylabel("best test accuracy so far")
+    ax.set_xlabel("trials (median and quartiles over seeds)")
+    ax_steps.set_xlabel("training steps run, pruned trials included (each seed)")
     ax.legend(fontsize=7)
     fig.savefig(args.out / f"{stem}.png", dpi=110)
-    lines += ["", f"![best accuracy against trials]({stem}.png)"]
+    lines += ["", f"![best accuracy against trials and training steps]({stem}.png)"]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / (stem + '.md')}")
 

@@ -71,6 +71,7 @@ LONGEST = {
     "test_benchmarks.py::test_hpo_efficiency_reports_every_arm_and_a_refusal": 12,
     "test_benchmarks.py::test_hpo_efficiency_second_studies_start_from_the_first": 15,
     "test_benchmarks.py::test_trainability_c_trains_resumes_and_fits": 10,
+    "test_benchmarks.py::test_hpo_efficiency_full_space_chrono_and_hyperband": 12,
     "test_benchmarks.py::test_theory_speed": 12,
     "test_benchmarks.py::test_jacobian_spectrum": 11,
     "test_e2e.py::test_sigterm_gives_the_trial_back_and_exits": 10,

@@ -51,8 +51,28 @@ def test_hpo_efficiency_reports_every_arm_and_a_refusal(tmp_path: Path) -> None:
     # the arm's row carries its numbers: trained share, best, first trained, to target
     (row,) = [line for line in md.splitlines() if line.startswith("| f: ")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert float(cells[1]) == run["trained"] and len(cells) == 5, row
+    assert float(cells[1]) == run["trained"] and len(cells) == 6, row
     assert (tmp_path / "hpo_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hpo_efficiency_full_space_chrono_and_hyperband(tmp_path: Path) -> None:
+    """The practitioner's space (per-gate bias means, nu, sigma, rho, lr) on the copy task with
+    Hyperband, TPE without the prior (b) against chrono init (k): the training steps each trial
+    ran are counted, pruned trials with what they ran."""
+    bench("hpo_efficiency", tmp_path, "--seeds", "1", "--trials", "3", "--steps", "20",
+          "--arms", "bk", "--workers", "1", "--space", "full", "--task", "copy", "--T", "10",
+          "--pruner", "hyperband", "--target", "0.99")  # fmt: skip
+    report = json.loads((tmp_path / "hpo_efficiency.json").read_text())
+    assert 0.0 < report["feasible_share"] < 1.0
+    for arm in ("b", "k"):
+        (run,) = report["arms"][arm]["runs"]
+        ran = [b - a for a, b in zip([0, *run["steps_curve"]], run["steps_curve"], strict=False)]
+        assert len(ran) == 3 and all(0 < r <= 20 for r in ran), run
+        if run["trials_to_target"] != float("inf"):
+            assert run["steps_to_target"] == run["steps_curve"][run["trials_to_target"] - 1]
+    md = (tmp_path / "hpo_efficiency.md").read_text()
+    assert "mu_i ∈ [-3, 3]" in md and "rho ∈ [0, 1]" in md and "pruner hyperband" in md
+    assert "| k: chrono init, TPE over lr |" in md
 
 
 def test_hpo_efficiency_second_studies_start_from_the_first(tmp_path: Path) -> None:

@@ -106,6 +106,7 @@ def main() -> None:
         if dashboard is not None:
             stop(dashboard, timeout=10)
         stop(server, timeout=30)
+    shutil.rmtree(work, ignore_errors=True)  # the run's database and logs
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def fuzz(url: str, max_examples: int, seed: int) -> dict:
     finally:
         stop(server, timeout=30)
     text = st_log.read_text()
+    shutil.rmtree(work, ignore_errors=True)  # the run's database and logs
     generated = re.search(r"(\d+) generated", text)
     sent = {s: n - before.get(s, 0) for s, n in sorted(after.items()) if n - before.get(s, 0)}
     errors = sum(n for s, n in sent.items() if s.startswith("5"))

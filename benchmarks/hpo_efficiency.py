@@ -47,6 +47,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -300,9 +301,13 @@ def main() -> None:
                 run = summarize(got, args)
                 run["calibration"] = final_calibration(c, name, got)
                 per_arm[arm].append(run)
+    except BaseException:
+        print(f"the server's and workers' logs are kept in {work}", file=sys.stderr)
+        raise
     finally:
         for p in [*procs, server]:
             stop(p)
+    shutil.rmtree(work, ignore_errors=True)  # the database and logs of a run that finished
     report = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),

@@ -47,6 +47,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -303,6 +304,7 @@ def run(args: argparse.Namespace, url: str, pg_pids: set[int]) -> dict:
             if p.is_alive():
                 p.kill()
         stop(server, timeout=30)
+    shutil.rmtree(work, ignore_errors=True)  # the run's database files and logs
     report = summary(args, records, trials, wall, settle, imports, sizes, cpu0, cpu1)
     pairs = zip(studies, sizes, strict=True)
     report["calibration"] = {str(n): calibration[name] for name, n in pairs}

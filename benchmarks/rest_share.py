@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def main() -> None:
         for p in (worker, server):
             if p is not None:
                 stop(p)
+    shutil.rmtree(work, ignore_errors=True)  # the run's database and logs
     trials = [{k: float(v) for k, v in m.groupdict().items()} for m in LINE.finditer(text)]
     if len(trials) != args.trials:
         raise SystemExit(f"expected {args.trials} trial lines in the worker log:\n{text[-3000:]}")

@@ -289,6 +289,7 @@ def fit_group(cell: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(runs),
         "trained": int(y.sum()),
+        "ratio_range": [float(np.exp(u.min())), float(np.exp(u.max()))],
         "cpu_seconds": float(sum(r["seconds"] for r in runs)),
         **one,
         "separation": fitted,
@@ -315,12 +316,21 @@ def _accuracy_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fit_all(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One fit per (task, cell, budget) over all its T ("T": "all"), and one per T where there are
+    several: whether c holds across T is part of what the rule claims."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault((r["task"], r["cell"], r["steps"]), []).append(r)
     out = []
     for (task, cell, steps), sel in sorted(groups.items()):
-        out.append({"task": task, "cell": cell, "steps": steps, **fit_group(cell, sel)})
+        Ts = sorted({r["T"] for r in sel})
+        label = "all" if len(Ts) > 1 else Ts[0]
+        out.append({"task": task, "cell": cell, "steps": steps, "T": label, **fit_group(cell, sel)})
+        if len(Ts) > 1:
+            for T in Ts:
+                one = [r for r in sel if r["T"] == T]
+                out.append({"task": task, "cell": cell, "steps": steps, "T": T,
+                            **fit_group(cell, one)})  # fmt: skip
     return out
 
 
@@ -337,6 +347,38 @@ def _fmt_c(x: float) -> str:
 
 def _interval(iv: list[float]) -> str:
     return f"{_fmt_c(iv[0])}–{_fmt_c(iv[1])}"
+
+
+def _c_text(f: dict[str, Any]) -> str:
+    """c, or the bound the runs set when the design holds no edge on one side (every run on the
+    trainable side: c is only bounded below, and the reverse)."""
+    lo, hi = f["c68"]
+    if math.isinf(hi):
+        return f"> {f['ratio_range'][1]:.3g}"
+    if lo == 0.0:
+        return f"< {f['ratio_range'][0]:.3g}"
+    return _fmt_c(f["c"])
+
+
+def summary_table(fits: list[dict[str, Any]]) -> list[str]:
+    """One row per task and cell, one column per (budget, T): c and its 68 % interval, the runs
+    (trained) it rests on. The README quotes this table."""
+    cols = sorted({(f["steps"], f["T"]) for f in fits if f["T"] != "all"})
+    rows = sorted({(f["task"], f["cell"]) for f in fits})
+    head = " | ".join(f"{steps} steps, T = {T}" for steps, T in cols)
+    out = [f"| task | cell | {head} |", "|---|---|" + "---|" * len(cols)]
+    for task, cell in rows:
+        cells = []
+        for steps, T in cols:
+            f = next((g for g in fits if (g["task"], g["cell"], g["steps"], g["T"]) ==
+                      (task, cell, steps, T)), None)  # fmt: skip
+            if f is None:
+                cells.append("–")
+            else:
+                iv = "" if _c_text(f).startswith((">", "<")) else f" ({_interval(f['c68'])})"
+                cells.append(f"**{_c_text(f)}**{iv}; {f['trained']}/{f['runs']}")
+        out.append(f"| {task} | {cell} | " + " | ".join(cells) + " |")
+    return out
 
 
 def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -361,9 +403,9 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "T·log m₁. Upper edge: the band that also fails when ξ_C > T/l, its likelihood-ratio "
         "statistic against the one-edged rule (> 3.84: significant at 5 %).",
         "",
-        "| task | cell | steps | runs (trained) | c | 68 % | 95 % | separation (fitted / "
+        "| task | cell | steps | T | runs (trained) | c | 68 % | 95 % | separation (fitted / "
         "measured c) | held out: fitted c | model ξ_C | model ξ_C + T·log m₁ | upper edge |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in fits:
         h = f["held_out"]
@@ -373,14 +415,23 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             sig = " (sig.)" if band["significant"] else ""
             edge = f"l = {band['l']:.2g}, LR {band['lr_stat']:.1f}{sig}"
         lines.append(
-            f"| {f['task']} | {f['cell']} | {f['steps']} | {f['runs']} ({f['trained']}) | "
-            f"**{_fmt_c(f['c'])}** | {_interval(f['c68'])} | {_interval(f['c95'])} | "
+            f"| {f['task']} | {f['cell']} | {f['steps']} | {f['T']} | "
+            f"{f['runs']} ({f['trained']}) | "
+            f"**{_c_text(f)}** | {_interval(f['c68'])} | {_interval(f['c95'])} | "
             f"{f['separation']:.0%} / {f['separation_measured_c']:.0%} | "
             f"{h['rule_fitted']['accuracy']:.0%} | "
             f"{h['model_xi']['accuracy']:.0%} / {h['model_xi']['log_loss']:.2f} | "
             f"{h['model_xi_jac']['accuracy']:.0%} / {h['model_xi_jac']['log_loss']:.2f} | {edge} |"
         )
     lines += [
+        "",
+        "## c per task, cell, budget and T",
+        "",
+        "c (68 % profile-likelihood interval); trained / runs. "
+        "> r: no edge up to the design's largest T/ξ_C (c is at least r); < r: hardly any run "
+        "trained, not even at the smallest T/ξ_C.",
+        "",
+        *summary_table(fits),
         "",
         "## Prediction after 10, 20 and 40 outcomes",
         "",
@@ -389,20 +440,26 @@ def render(fits: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "seed, beside the fixed rule (the prior before any outcome: a logistic of width 0.5 in "
         "log(T/ξ_C) at the cell's constant).",
         "",
-        "| task | cell | steps | fixed rule | after 10 | after 20 | after 40 |",
-        "|---|---|---|---|---|---|---|",
+        "| task | cell | steps | T | fixed rule | after 10 | after 20 | after 40 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for f in fits:
         a = f["held_out"]["after_n"]
         vals = [a.get(n, {}).get("model") for n in ("10", "20", "40")]
         lines.append(
-            f"| {f['task']} | {f['cell']} | {f['steps']} | "
+            f"| {f['task']} | {f['cell']} | {f['steps']} | {f['T']} | "
             f"{f['held_out']['rule_fixed']['log_loss']:.2f} | "
             + " | ".join("–" if v is None else f"{v:.2f}" for v in vals)
             + " |"
         )
     lines += ["", "## Mean test accuracy (trained / runs) per point", ""]
     for f in fits:
+        if f["T"] != "all" and any(
+            g["T"] == "all"
+            and (g["task"], g["cell"], g["steps"]) == (f["task"], f["cell"], f["steps"])
+            for g in fits
+        ):
+            continue  # its rows are in the pooled table
         t = f["table"]
         lines += [
             f"### {f['task']}, {f['cell']}, {f['steps']} steps",

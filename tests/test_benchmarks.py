@@ -104,7 +104,7 @@ def test_trainability_c_trains_resumes_and_fits(tmp_path: Path) -> None:
     assert (fit["task"], fit["cell"], fit["steps"], fit["runs"]) == ("copy", "lstm", 20, 8)
     assert fit["c95"][0] <= fit["c68"][0] <= fit["c"] <= fit["c68"][1] <= fit["c95"][1]
     assert 0.0 <= fit["held_out"]["model_xi_jac"]["accuracy"] <= 1.0
-    assert "| copy | lstm | 20 | 8 (" in (tmp_path / "trainability_c.md").read_text()
+    assert "| copy | lstm | 20 | 10 | 8 (" in (tmp_path / "trainability_c.md").read_text()
 
 
 def test_rest_share(tmp_path: Path) -> None:

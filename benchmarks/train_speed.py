@@ -81,7 +81,7 @@ def compare(a, b, steps: int, warmup: int = 3) -> tuple[list[float], list[float]
     return ta, tb
 
 
-def denormals(repeats: int, steps: int = 30) -> dict | None:
+def denormals(repeats: int, steps: int = 300) -> dict | None:
     """Section 3 of the module docstring; None with ``repeats`` 0."""
     if repeats < 1:
         return None
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--denormal-repeats", type=int, default=2, help="0: skip the denormal run")
-    ap.add_argument("--denormal-steps", type=int, default=30)
+    ap.add_argument("--denormal-steps", type=int, default=300)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.threads:

@@ -261,30 +261,32 @@ def _hermite_matrix(order: int, kmax: int) -> np.ndarray:
     return h
 
 
-def _mehler_coefficients(act: Activation, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+def _mehler_coefficients(
+    act: Activation, mean: np.ndarray, sd: np.ndarray, order: int = MEHLER_ORDER
+) -> np.ndarray:
     """a_k = E[act(mean + sd z) He_k(z)] / √k!, k = 0..MEHLER_ORDER; shape (*mean.shape, K+1).
 
     Cached: a fixed-point solve evaluates the same marginals at many correlations.
     """
-    key = (act.name, mean.shape, mean.tobytes(), sd.tobytes())
+    key = (act.name, order, mean.shape, mean.tobytes(), sd.tobytes())
     hit = _COEFF_CACHE.get(key)
     if hit is not None:
         _COEFF_CACHE.move_to_end(key)
         return hit
-    out = np.empty((*mean.shape, MEHLER_ORDER + 1))
+    out = np.empty((*mean.shape, order + 1))
     smooth = sd <= act.gh_sd
     if smooth.any():
         x, w = _hermite(GH_ORDER)
         fw = act(mean[smooth][:, None] + sd[smooth][:, None] * x) * w
-        out[smooth] = fw @ _hermite_matrix(GH_ORDER, MEHLER_ORDER)
+        out[smooth] = fw @ _hermite_matrix(GH_ORDER, order)
     rough = ~smooth
     if rough.any():
         m, s = mean[rough], sd[rough]
         z, w = _panel_rule(m, s, act.width, ORDER_1D)
         fw = w * act(m[:, None] + s[:, None] * z)
         h_prev, h = np.zeros_like(z), np.ones_like(z)
-        res = np.empty((m.size, MEHLER_ORDER + 1))
-        for k in range(MEHLER_ORDER + 1):
+        res = np.empty((m.size, order + 1))
+        for k in range(order + 1):
             res[:, k] = np.sum(fw * h, axis=-1)
             h_prev, h = h, (z * h - np.sqrt(k) * h_prev) / np.sqrt(k + 1)
         out[rough] = res
@@ -297,7 +299,7 @@ def _mehler_coefficients(act: Activation, mean: np.ndarray, sd: np.ndarray) -> n
 _ORDERS = np.arange(MEHLER_ORDER + 1)
 
 
-def mehler_coefficients(act: Activation, mean, var) -> np.ndarray:
+def mehler_coefficients(act: Activation, mean, var, order: int = MEHLER_ORDER) -> np.ndarray:
     """The Hermite coefficients a_k = E[act(u) He_k(z)]/√k!, u = mean + √var·z, k = 0..
     :data:`MEHLER_ORDER`, shape ``(*shape, MEHLER_ORDER + 1)``: what :func:`expect2` sums for a
     weakly correlated pair. A caller that meets the same marginals many times (or can interpolate
@@ -305,8 +307,8 @@ def mehler_coefficients(act: Activation, mean, var) -> np.ndarray:
     :func:`expect2`."""
     mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
     sd = np.sqrt(np.maximum(var, 0.0)).reshape(-1)
-    out = _mehler_coefficients(act, np.ascontiguousarray(mean.reshape(-1)), sd)
-    return out.reshape(*mean.shape, MEHLER_ORDER + 1)
+    out = _mehler_coefficients(act, np.ascontiguousarray(mean.reshape(-1)), sd, order)
+    return out.reshape(*mean.shape, order + 1)
 
 
 def _mehler(fa, fb, ma, sa, mb, sb, rho, a=None, b=None):
@@ -316,11 +318,12 @@ def _mehler(fa, fb, ma, sa, mb, sb, rho, a=None, b=None):
         a = _mehler_coefficients(fa, ma, sa)
     if b is None:
         b = a if (fb is fa and ma is mb and sa is sb) else _mehler_coefficients(fb, mb, sb)
+    K = a.shape[-1] - 1
     if rho.size <= 256:  # few configurations: one vectorized sum beats a Python loop
-        return np.sum(a * b * rho[:, None] ** _ORDERS, axis=-1)
+        return np.sum(a * b * rho[:, None] ** np.arange(K + 1), axis=-1)
     ab = (a * b).T  # (K+1, N): rows contiguous for the loop
-    acc = ab[MEHLER_ORDER].copy()
-    for k in range(MEHLER_ORDER - 1, -1, -1):
+    acc = ab[K].copy()
+    for k in range(K - 1, -1, -1):
         acc *= rho
         acc += ab[k]
     return acc
@@ -399,6 +402,7 @@ def expect2(
     cov,
     order: int = ORDER_2D,
     coefficients: tuple[np.ndarray, np.ndarray] | None = None,
+    max_rho: float = MEHLER_MAX_RHO,
 ) -> np.ndarray:
     """E[fa(u_a) fb(u_b)] for (u_a, u_b) bivariate normal, broadcast over arrays.
 
@@ -415,12 +419,12 @@ def expect2(
         rho = np.where(denom > 0, c / denom, 0.0)
     rho = np.clip(rho, -1.0, 1.0)
     out = np.empty(ma.shape)
-    weak = np.abs(rho) <= MEHLER_MAX_RHO
+    weak = np.abs(rho) <= max_rho
     near_one = (rho >= 1.0 - TAYLOR_MAX_GAP) & (fa.deriv is not None) & (fb.deriv is not None)
     ca = cb = None
     if coefficients is not None:
-        ca, cb = (np.broadcast_to(k, (*shape, MEHLER_ORDER + 1)).reshape(-1, MEHLER_ORDER + 1)
-                  for k in coefficients)  # fmt: skip
+        K1 = coefficients[0].shape[-1]
+        ca, cb = (np.broadcast_to(k, (*shape, K1)).reshape(-1, K1) for k in coefficients)
     if weak.all():  # the common case (independent inputs): no masking
         return _mehler(fa, fb, ma, sa, mb, sb, rho, ca, cb).reshape(shape)
     if weak.any():

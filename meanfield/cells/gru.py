@@ -48,6 +48,10 @@ ORDER_R = 8
 #: Chebyshev nodes in the reset gate's value r ∈ [0, 1] at which the candidate's Hermite
 #: coefficients are tabulated for the pair moments (its variance a_var + r²ν²Q is smooth in r).
 TABLE_R = 32
+#: With tabulated coefficients a longer Mehler expansion is cheap: order and largest |ρ| of the
+#: candidate's pair moment (tail < PAIR_MAX_RHO^(PAIR_ORDER+1)/(1 − PAIR_MAX_RHO), Σ a_k² ≤ 1).
+PAIR_ORDER = 48
+PAIR_MAX_RHO = 0.6
 
 
 def _chebyshev(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +108,13 @@ class GRUTheory(CellTheory):
         # the candidate's Hermite coefficients depend on r alone (Q is fixed while the pair
         # moment is solved): tabulated once at Chebyshev points in r, interpolated to the nodes
         x, _ = _chebyshev(TABLE_R)
-        table = mehler_coefficients(TANH, mu, a_var + x * x * nu2 * qq)  # (N, TABLE_R, K+1)
+        table = mehler_coefficients(TANH, mu, a_var + x * x * nu2 * qq, PAIR_ORDER)
         coef_a = _interpolation(ra, TABLE_R) @ table  # (N, P, K+1)
         coef_b = _interpolation(rb, TABLE_R) @ table
         cov = a_cov + ra * rb * nu2 * qab
-        nn = expect2(TANH, TANH, mu, va, mu, vb, cov, coefficients=(coef_a, coef_b))
+        nn = expect2(
+            TANH, TANH, mu, va, mu, vb, cov, coefficients=(coef_a, coef_b), max_rho=PAIR_MAX_RHO
+        )
         return np.sum(w * nn, axis=-1)
 
     def reduced_single(self, q: np.ndarray) -> State:

@@ -264,7 +264,7 @@ def _hermite_matrix(order: int, kmax: int) -> np.ndarray:
 def _mehler_coefficients(
     act: Activation, mean: np.ndarray, sd: np.ndarray, order: int = MEHLER_ORDER
 ) -> np.ndarray:
-    """a_k = E[act(mean + sd z) He_k(z)] / √k!, k = 0..MEHLER_ORDER; shape (*mean.shape, K+1).
+    """a_k = E[act(mean + sd z) He_k(z)] / √k!, k = 0..order; shape (*mean.shape, order + 1).
 
     Cached: a fixed-point solve evaluates the same marginals at many correlations.
     """
@@ -296,12 +296,9 @@ def _mehler_coefficients(
     return out
 
 
-_ORDERS = np.arange(MEHLER_ORDER + 1)
-
-
 def mehler_coefficients(act: Activation, mean, var, order: int = MEHLER_ORDER) -> np.ndarray:
-    """The Hermite coefficients a_k = E[act(u) He_k(z)]/√k!, u = mean + √var·z, k = 0..
-    :data:`MEHLER_ORDER`, shape ``(*shape, MEHLER_ORDER + 1)``: what :func:`expect2` sums for a
+    """The Hermite coefficients a_k = E[act(u) He_k(z)]/√k!, u = mean + √var·z, k = 0..``order``
+    (default :data:`MEHLER_ORDER`), shape ``(*shape, order + 1)``: what :func:`expect2` sums for a
     weakly correlated pair. A caller that meets the same marginals many times (or can interpolate
     them, as the GRU's candidate in the reset gate) computes them once and passes them to
     :func:`expect2`."""
@@ -407,7 +404,8 @@ def expect2(
     """E[fa(u_a) fb(u_b)] for (u_a, u_b) bivariate normal, broadcast over arrays.
 
     ``coefficients``: the two marginals' :func:`mehler_coefficients`, shapes ``(*shape, K+1)``,
-    when the caller has them (they are then not computed here)."""
+    when the caller has them (they are then not computed here); ``max_rho``: the largest |ρ|
+    summed by Mehler's expansion, which only a longer expansion than the default may raise."""
     arrays = np.broadcast_arrays(
         *(np.asarray(a, float) for a in (mean_a, var_a, mean_b, var_b, cov))
     )

@@ -390,15 +390,16 @@ def build_model(
     ``seed``; torch's global random state is left as it was.
     """
     cfg = resolve_init(cell, init, T, inputs, weights, c)
+    chrono = isinstance(init, str) and init == "chrono"
+    if chrono and T is None:
+        raise MeanFieldError("T", T, "init='chrono' needs the bridge length T (steps)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SeqModel(cell, input_size, hidden_size, n_outputs, output_steps)
         # A stream of its own for the configured weights (not a replay of the one above).
         init_seed = int(torch.randint(2**62, (), dtype=torch.int64))
     initialize(model, cfg, torch.Generator().manual_seed(init_seed))
-    if isinstance(init, str) and init == "chrono":
-        if T is None:
-            raise MeanFieldError("T", T, "init='chrono' needs the bridge length T (steps)")
+    if chrono:
         chrono_biases(model, T, torch.Generator().manual_seed(init_seed))
     return model, cfg
 
@@ -415,12 +416,17 @@ def chrono_biases(model: SeqModel, T: int, generator: torch.Generator | None = N
     if model.cell == "minimalrnn":
         core.bias_u.copy_(b)
         return
-    keep = {"lstm": 1, "gru": 1}.get(model.cell)  # the keep gate's rows: f (LSTM), z (GRU)
-    if keep is None:
+    gate = MEMORY_GATE.get(model.cell)
+    if gate is None:
         raise MeanFieldError("cell", model.cell, "has no memory gate for chrono biases")
-    rows = slice(keep * n, (keep + 1) * n)
-    core.bias_ih_l0[rows] = b
-    core.bias_hh_l0[rows] = 0.0
+    gates = LAYOUTS[model.cell].gates  # PyTorch packs the gates' rows in the layout's order
+
+    def rows(g: str) -> slice:
+        k = gates.index(g)
+        return slice(k * n, (k + 1) * n)
+
+    core.bias_ih_l0[rows(gate)] = b
+    core.bias_hh_l0[rows(gate)] = 0.0
     if model.cell == "lstm":  # the input gate: −b
-        core.bias_ih_l0[:n] = -b
-        core.bias_hh_l0[:n] = 0.0
+        core.bias_ih_l0[rows("i")] = -b
+        core.bias_hh_l0[rows("i")] = 0.0

@@ -14,6 +14,8 @@ b_z = σ'(u_z)(h_{t-1} - n), b_n = (1 - z) tanh'(A + rV) r, b_r = (1 - z) tanh'(
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from meanfield.cells.base import (
@@ -54,6 +56,7 @@ PAIR_ORDER = 48
 PAIR_MAX_RHO = 0.6
 
 
+@cache
 def _chebyshev(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Chebyshev points of the first kind on [0, 1] and their barycentric weights."""
     theta = np.pi * (np.arange(n) + 0.5) / n

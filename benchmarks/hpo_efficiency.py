@@ -213,7 +213,9 @@ def summarize(trials: list[dict], args: argparse.Namespace) -> dict:
     ran = [max((int(k) for k in t.get("intermediate_values") or {}), default=0) for t in trials]
     spent = [sum(ran[: i + 1]) for i in range(len(ran))]
     reach = first_at(best, args.target)
+    seconds = sum(_duration(t) for t in trials)
     return {
+        "seconds": seconds,
         "trained": sum(trained) / max(1, len(trials)),
         "best": best[-1] if best else math.nan,
         "best_curve": best,
@@ -320,6 +322,16 @@ def main() -> None:
     write(report, args)
 
 
+def _duration(trial: dict) -> float:
+    """Wall seconds a finished trial ran on its worker (one thread), 0 if not finished."""
+    from datetime import datetime
+
+    start, end = trial.get("datetime_start"), trial.get("datetime_complete")
+    if not (start and end):
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
 def final_calibration(client: Client, name: str, got: list[dict]) -> dict | None:
     """The study's calibrated criterion once the server's background pass has fitted it to every
     finished trial (it refits every few seconds; waits up to 30 s). None: the c is fixed."""
@@ -374,6 +386,57 @@ def reference_lines(report: dict) -> list[str]:
         ratio = reference_ratio(arms[arm]["runs"], arms[ref]["runs"])
         text = "neither reaches it" if math.isnan(ratio) else f"{ratio:.2f}"
         out.append(f"| {arm}: {ARMS[arm]} | {ref} | {text} |")
+    return out
+
+
+#: Theory arms held to the issue's targets against TPE over the full space (b) and chrono (k).
+THEORY_ARMS = "degh"
+
+
+def steps_lines(report: dict) -> list[str]:
+    """Training steps to the target per seed for every arm, the CPU time each arm cost, and each
+    theory arm's median steps against those of TPE without the prior (b) and of chrono + TPE(lr)
+    (k): the ratio is theirs over the theory arm's (> 1: the theory arm needs fewer)."""
+    arms = report["arms"]
+    if not all("steps_to_target" in r for data in arms.values() for r in data["runs"]):
+        return []
+    out = [
+        "",
+        "Training steps to the target per seed (pruned trials count the steps they ran; never: "
+        "not within the budget), and the CPU time each arm's trials ran (one thread each, summed "
+        "over seeds):",
+        "",
+        "| arm | steps to target, per seed | median | CPU hours |",
+        "|---|---|---|---|",
+    ]
+    for arm, data in arms.items():
+        per_seed = [r["steps_to_target"] for r in data["runs"]]
+        hours = sum(r.get("seconds", 0.0) for r in data["runs"]) / 3600
+        out.append(f"| {arm} | {', '.join(trials(s) for s in per_seed)} | "
+                   f"{trials(statistics.median(per_seed))} | {hours:.2f} |")  # fmt: skip
+    pairs = [(t, base) for t in THEORY_ARMS if t in arms for base in "bk" if base in arms]
+    if pairs:
+        out += [
+            "",
+            "Median training steps to the target of the baseline over the theory arm's (the "
+            "targets: ≥ 5× against b, ≥ 2× against k; a baseline that never reaches it within the "
+            "budget gives a lower bound, its total steps):",
+            "",
+            "| theory arm | baseline | baseline's median | theory arm's median | ratio |",
+            "|---|---|---|---|---|",
+        ]
+    for theory, base in pairs:
+        mine = statistics.median(r["steps_to_target"] for r in arms[theory]["runs"])
+        theirs = statistics.median(r["steps_to_target"] for r in arms[base]["runs"])
+        if math.isinf(mine):
+            ratio = "theory arm never reaches it"
+        elif math.isinf(theirs):
+            spent = statistics.median(r["steps_curve"][-1] for r in arms[base]["runs"])
+            ratio = f"> {spent / mine:.2f}"
+        else:
+            ratio = f"{theirs / mine:.2f}"
+        out.append(f"| {theory}: {ARMS[theory]} | {base}: {ARMS[base]} | {trials(theirs)} | "
+                   f"{trials(mine)} | {ratio} |")  # fmt: skip
     return out
 
 
@@ -475,7 +538,7 @@ def write(report: dict, args: argparse.Namespace) -> None:
         )
     for arm, why in report.get("refused", {}).items():
         lines.append(f"| {arm}: {ARMS[arm]} | refused at creation: {why} | – | – | – | – |")
-    lines += reference_lines(report) + calibration_lines(report)
+    lines += steps_lines(report) + reference_lines(report) + calibration_lines(report)
     chance = task_of(args).chance
     for a in (ax, ax_steps):
         a.axhline(args.target, color="grey", ls=":", lw=1)

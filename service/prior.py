@@ -10,7 +10,10 @@ of
 - ``soft``: the base sampler proposes ``candidates`` points; one is drawn with probability ∝
   π(x)^(β/n) (πBO, Hvarfner et al., ICLR 2022), π(x) = sigmoid(log(c·ξ_C/T) / width), β the
   ``confidence`` and n the number of trials so far. The weight tends to 1 as trials accumulate, so a
-  wrong prior is escaped.
+  wrong prior is escaped. A calibrated study (``calibrate: true``) escapes a wrong c by learning it
+  instead: its π(x) is the lower credible bound of its trainability model's probability of training
+  (``service.calibration``; before any outcome the model is the rule with its spread), which does
+  not fade, since the model already rests on the study's outcomes.
 - ``off``: the base sampler alone (the control).
 
 Restriction as :class:`PriorSampler` does it: the base sampler (TPE, GP, CMA-ES…) proposes a
@@ -54,6 +57,7 @@ from meanfield import (
 )
 from meanfield.constants import MEASURED_C
 from meanfield.params import CELLS, split_name
+from service.calibration import TrainabilityModel
 
 __all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "theory_names"]
 
@@ -65,6 +69,9 @@ SCAN = 48
 REPAIR_TOL = 1e-5
 #: Random points of the space scanned at creation for the largest reachable ξ_C.
 CREATION_SCAN = 512
+#: The soft prior of a calibrated study weighs a point by its probability of training less this
+#: many standard deviations of the model's logit (1: about an 84 % one-sided bound).
+CAUTION = 1.0
 
 
 class PriorError(IsotuneError, ValueError):
@@ -162,18 +169,27 @@ class Prior:
         return p
 
     def log_density(self, margin: np.ndarray) -> np.ndarray:
-        """log π(x), computed without underflow (−log(1 + e^(−m/w))); once the study is
-        calibrated, the log of its model's probability of training at log(T/ξ_C) = log c − m."""
+        """log π(x), computed without underflow (−log(1 + e^(−m/w))); for a calibrated study, the
+        log of the lower credible bound (:data:`CAUTION` standard deviations of the logit) of its
+        model's probability of training at log(T/ξ_C) = log c − m.
+
+        The bound, not the mean: where the model is unsure (few outcomes, and far from the
+        outcomes it has) a point weighs less than where it is sure, so a study started from a
+        wrong c still prefers the memory times that train under any c near it (ξ_C ≈ T) to those
+        only its c accepts."""
         m = np.nan_to_num(np.asarray(margin, float), nan=-50.0, neginf=-50.0, posinf=50.0)
         if self.model is not None:
-            p = self.model.probability(math.log(self.c) - m)
+            p = self.model.lower_bound(math.log(self.c) - m, z=CAUTION)
             return np.log(np.clip(p, 1e-300, 1.0))
         return -np.logaddexp(0.0, -m / self.width)
 
     def soft_weights(self, margin: np.ndarray, n_trials: int) -> np.ndarray:
-        """πBO's weights π(x)^(β/n), n = trials so far + 1: the prior fades as data accumulates.
-        Scaled so that the largest is 1 (they are only compared), never all zero."""
-        log_w = self.log_density(margin) * (self.confidence / (n_trials + 1))
+        """πBO's weights π(x)^(β/n), n = trials so far + 1: a fixed prior fades as data
+        accumulates; a calibrated one (``model`` set) keeps the exponent β, since its π(x) is
+        itself fitted to the study's outcomes. Scaled so that the largest is 1 (they are only
+        compared), never all zero."""
+        fade = 1.0 if self.model is not None else 1.0 / (n_trials + 1)
+        log_w = self.log_density(margin) * (self.confidence * fade)
         return np.exp(log_w - log_w.max())
 
     def repair(self, point: Mapping[str, Any], margin: float = 0.0) -> dict[str, Any] | None:
@@ -318,6 +334,9 @@ def build_prior(
                 f"needs the memory-gate bias {gate} in the space (the repair raises it)",
             )
         _check_region(prior, seed)
+    if spec.mode == "soft" and spec.calibrate:
+        # the model before any outcome (the rule with its spread) until the first refit
+        prior.model = TrainabilityModel(c=c, width=spec.width)
     return prior
 
 

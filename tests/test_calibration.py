@@ -130,21 +130,27 @@ def test_p_min_outside_the_unit_interval_is_refused(client) -> None:
 
 
 def test_the_soft_prior_weighs_by_the_fitted_model() -> None:
-    """Once calibrated, soft's π(x) is the model's probability of training: a point between the
-    learnt edge (3) and the prior's (13.6) loses weight it had under the fixed rule."""
+    """Once calibrated, soft's π(x) is the model's (cautious) probability of training: a point
+    between the learnt edge (3) and the prior's (13.6) loses weight against one with ξ_C = T that
+    it had before the outcomes."""
     from service.schemas import StudyCreate
     from service.search import study_prior
     from tests.support import specs
 
     prior = study_prior(StudyCreate.model_validate(specs.prior(prior={"mode": "soft"})))
-    margin = np.array([math.log(13.6 / 9.0)])  # log(T/ξ_C) = log 9
-    before = float(prior.log_density(margin)[0])
+    margin = np.array([math.log(13.6 / 9.0), math.log(13.6)])  # log(T/ξ_C) = log 9 and 0
+
+    def odds() -> float:
+        a, b = prior.log_density(margin)
+        return float(a - b)
+
+    before = odds()
     model = TrainabilityModel(c=13.6, width=prior.width)
     for u, g, y in draw(np.random.default_rng(2), 200, lambda u: float(u <= math.log(3.0))):
         model.add(u, g, y)
     prior.model = model
-    after = float(prior.log_density(margin)[0])
-    assert before > math.log(0.5) and after < math.log(0.1), (before, after)
+    after = odds()
+    assert before > math.log(0.02) and after < before - math.log(10.0), (before, after)
 
 
 def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:

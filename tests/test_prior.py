@@ -82,7 +82,9 @@ def test_restrict_with_gradient_bounds() -> None:
 
 
 def test_soft_weights_decay_as_trials_accumulate() -> None:
-    prior = study_prior(spec(prior={"mode": "soft", "confidence": 10.0, "width": 0.5}))
+    """The fixed-c prior (``calibrate: false``) fades as πBO's does."""
+    fixed = {"mode": "soft", "confidence": 10.0, "width": 0.5, "calibrate": False}
+    prior = study_prior(spec(prior=fixed))
     margins = np.array([-2.0, -0.5, 0.0, 0.5, 2.0])
     density = prior.density(margins)
     assert density[2] == pytest.approx(0.5) and (np.diff(density) > 0).all()
@@ -93,6 +95,23 @@ def test_soft_weights_decay_as_trials_accumulate() -> None:
     early, late = prior.soft_weights(margins, 0), prior.soft_weights(margins, 999)
     assert early[-1] / early[0] > 1e6  # at first the prior decides
     assert late[-1] / late[0] < 1.1  # after 1000 trials it hardly matters
+
+
+def test_calibrated_soft_weights_keep_their_exponent_and_favour_sure_memory() -> None:
+    """A calibrated study's π(x) is its model's lower credible bound, which does not fade; before
+    any outcome, started from a c ten times too large (136), it still favours a memory time
+    ξ_C = T over ξ_C = T/30 (which only the wrong c accepts) by orders of magnitude."""
+    c = 10 * 13.6
+    prior = study_prior(spec(prior={"mode": "soft", "c": c, "confidence": 10.0}))
+    assert prior.model is not None and not prior.model.outcomes
+    u = np.array([0.0, math.log(30.0)])  # log(T/ξ_C)
+    margins = math.log(c) - u
+    early, late = prior.soft_weights(margins, 0), prior.soft_weights(margins, 999)
+    np.testing.assert_allclose(early, late)
+    assert early[1] / early[0] < 1e-3
+    # the fixed rule with the same c hardly tells them apart
+    rule = prior.density(margins) ** 10.0
+    assert rule[1] / rule[0] > 0.5
 
 
 def test_soft_weights_never_all_vanish() -> None:

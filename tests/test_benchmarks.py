@@ -57,10 +57,11 @@ def test_hpo_efficiency_reports_every_arm_and_a_refusal(tmp_path: Path) -> None:
 
 def test_hpo_efficiency_full_space_chrono_and_hyperband(tmp_path: Path) -> None:
     """The practitioner's space (per-gate bias means, nu, sigma, rho, lr) on the copy task with
-    Hyperband, TPE without the prior (b) against chrono init (k): the training steps each trial
-    ran are counted, pruned trials with what they ran."""
+    Hyperband, TPE without the prior (b) and chrono init (k) against restrict (d): the training
+    steps each trial ran are counted, pruned trials with what they ran, and the report sets the
+    theory arm's steps to target against both baselines."""
     bench("hpo_efficiency", tmp_path, "--seeds", "1", "--trials", "3", "--steps", "20",
-          "--arms", "bk", "--workers", "1", "--space", "full", "--task", "copy", "--T", "10",
+          "--arms", "bkd", "--workers", "1", "--space", "full", "--task", "copy", "--T", "10",
           "--pruner", "hyperband", "--target", "0.99")  # fmt: skip
     report = json.loads((tmp_path / "hpo_efficiency.json").read_text())
     assert 0.0 < report["feasible_share"] < 1.0
@@ -73,6 +74,13 @@ def test_hpo_efficiency_full_space_chrono_and_hyperband(tmp_path: Path) -> None:
     md = (tmp_path / "hpo_efficiency.md").read_text()
     assert "mu_i ∈ [-3, 3]" in md and "rho ∈ [0, 1]" in md and "pruner hyperband" in md
     assert "| k: chrono init, TPE over lr |" in md
+    # the cost per arm, and the theory arm against b and k (the issue's targets)
+    (cost,) = [line for line in md.splitlines() if line.startswith("| d | ")]
+    assert float(cost.strip("|").split("|")[-1]) >= 0.0
+    assert report["arms"]["d"]["runs"][0]["seconds"] > 0.0
+    rows = [line.split("|") for line in md.splitlines() if line.startswith("| d: TPE, prior")]
+    against = [row[2].strip()[:2] for row in rows if row[2].strip()[:2] in ("b:", "k:")]
+    assert against == ["b:", "k:"], rows
 
 
 def test_hpo_efficiency_second_studies_start_from_the_first(tmp_path: Path) -> None:

@@ -214,7 +214,14 @@ def summarize(trials: list[dict], args: argparse.Namespace) -> dict:
     spent = [sum(ran[: i + 1]) for i in range(len(ran))]
     reach = first_at(best, args.target)
     seconds = sum(_duration(t) for t in trials)
+    # every trial as it ran, to read why an arm did what it did
+    rows = [
+        {"params": t["params"], "state": t["state"], "value": t["value"], "steps": n,
+         "xi_c": (t.get("user_attrs") or {}).get("xi_c")}
+        for t, n in zip(trials, ran, strict=True)
+    ]  # fmt: skip
     return {
+        "trials": rows,
         "seconds": seconds,
         "trained": sum(trained) / max(1, len(trials)),
         "best": best[-1] if best else math.nan,

@@ -69,6 +69,8 @@ def test_hpo_efficiency_full_space_chrono_and_hyperband(tmp_path: Path) -> None:
         (run,) = report["arms"][arm]["runs"]
         ran = [b - a for a, b in zip([0, *run["steps_curve"]], run["steps_curve"], strict=False)]
         assert len(ran) == 3 and all(0 < r <= 20 for r in ran), run
+        assert [t["steps"] for t in run["trials"]] == ran  # every trial kept, as it ran
+        assert all("lr" in t["params"] for t in run["trials"])
         if run["trials_to_target"] != float("inf"):
             assert run["steps_to_target"] == run["steps_curve"][run["trials_to_target"] - 1]
     md = (tmp_path / "hpo_efficiency.md").read_text()

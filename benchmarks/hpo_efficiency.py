@@ -52,6 +52,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,8 +184,9 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
     if arm in SECOND:
         source = f"{SECOND[arm]}-s{seed}{args.suffix}"
         priors[arm] = {**priors[SECOND[arm]], "calibrate_from": [source]}
-    if arm in priors:
-        spec["prior"] = priors[arm]
+    # every other arm searches without the prior, said outright: a spec that names no prior gets
+    # restrict when its space holds the memory-gate bias
+    spec["prior"] = priors.get(arm, {"mode": "off"})
     return spec
 
 
@@ -216,7 +218,7 @@ def summarize(trials: list[dict], args: argparse.Namespace) -> dict:
     seconds = sum(_duration(t) for t in trials)
     # every trial as it ran, to read why an arm did what it did
     rows = [
-        {"params": t["params"], "state": t["state"], "value": t["value"], "steps": n,
+        {"params": t.get("params"), "state": t["state"], "value": t["value"], "steps": n,
          "xi_c": (t.get("user_attrs") or {}).get("xi_c")}
         for t, n in zip(trials, ran, strict=True)
     ]  # fmt: skip
@@ -255,9 +257,12 @@ def main() -> None:
     ap.add_argument("--suffix", default="")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--render", type=Path, help="only rewrite the report of this JSON")
+    ap.add_argument("--add", type=Path, action="append", default=[],
+                    help="with --render: take these runs' arms into it (same settings and seeds; "
+                    "an arm in both is replaced)")  # fmt: skip
     args = ap.parse_args()
     if args.render:
-        render(args.render)
+        render(args.render, args.add)
         return
     for arm in args.arms:
         if arm not in ARMS:
@@ -473,9 +478,28 @@ def calibration_lines(report: dict) -> list[str]:
     ]
 
 
-def render(path: Path) -> None:
-    """Write a report's Markdown and PNG again from its JSON (after a change to the layout)."""
+#: Settings that may differ between runs whose arms are merged into one report.
+MERGE_FREE = {"arms", "suffix", "out", "render", "add"}
+
+
+def render(path: Path, add: Sequence[Path] = ()) -> None:
+    """Write a report's Markdown and PNG again from its JSON (after a change to the layout),
+    taking in the arms of the runs ``add`` (run with the same settings: an arm rerun after a fix
+    replaces the one in the report; each merged run is recorded with its date and minutes)."""
     report = json.loads(path.read_text())
+    for other_path in add:
+        other = json.loads(other_path.read_text())
+        mine, theirs = (
+            {k: v for k, v in r["args"].items() if k not in MERGE_FREE} for r in (report, other)
+        )
+        if mine != theirs:
+            diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            raise SystemExit(f"--add {other_path}: run with other settings ({', '.join(diff)})")
+        report["arms"].update(other["arms"])
+        report.setdefault("merged", []).append(
+            {"from": other_path.name, "arms": list(other["arms"]), "date": other["date"],
+             "seconds": other["seconds"]}
+        )  # fmt: skip
     args = argparse.Namespace(**{**DEFAULTS, **report["args"]})
     args.out = path.parent
     args.mu_f = tuple(getattr(args, "mu_f", (-3.0, 6.0)))
@@ -511,6 +535,11 @@ def write(report: dict, args: argparse.Namespace) -> None:
         f"by {args.c_scale:g}. Trained: final accuracy ≥ {args.trained}; target: best accuracy "
         f"≥ {args.target}. Space: {space} (lr log); the criterion T ≤ c·ξ_C accepts "
         f"{report['feasible_share']:.0%} of the initialization space (uniform sample).",
+        *(
+            f"Arms {', '.join(m['arms'])} come from a second run with the same settings and "
+            f"seeds ({m['date']}, {m['seconds'] / 60:.0f} min, `{m['from']}`)."
+            for m in report.get("merged", [])
+        ),
         "",
         "| arm | trials that train (mean) | best accuracy (median) | trials to the first that "
         "trains (median) | trials to target (median) | training steps to target (median) |",

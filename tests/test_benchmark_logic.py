@@ -98,3 +98,19 @@ def test_misspecified_arms_are_compared_with_their_reference_of_the_same_run() -
     assert rows == [f"| g: {hpo.ARMS['g']} | r | 2.00 |"]
     assert not [line for line in hpo.reference_lines(report) if line.startswith("| h")]
     assert hpo.reference_lines({"arms": {"d": {"runs": runs(1)}}}) == []
+
+
+def test_baselines_search_without_the_prior() -> None:
+    """Arms a, b, c, f and k say ``prior: off`` (a spec naming none gets restrict where the space
+    holds the memory-gate bias); d, e, g, h carry theirs."""
+    from service.schemas import StudyCreate
+
+    settings = {**hpo.DEFAULTS, "space": "full"}
+    args = argparse.Namespace(**settings, T=100, steps=20, trials=2, c_scale=1.0,
+                              mu_f=(-3.0, 6.0), suffix="")  # fmt: skip
+    modes = {
+        arm: StudyCreate.model_validate(hpo.arm_spec(arm, 0, args)).prior.mode
+        for arm in "abcdefghk"
+    }
+    assert modes == {"a": "off", "b": "off", "c": "off", "d": "restrict", "e": "soft",
+                     "f": "off", "g": "restrict", "h": "soft", "k": "off"}  # fmt: skip

@@ -83,6 +83,19 @@ def test_hpo_efficiency_full_space_chrono_and_hyperband(tmp_path: Path) -> None:
     rows = [line.split("|") for line in md.splitlines() if line.startswith("| d: TPE, prior")]
     against = [row[2].strip()[:2] for row in rows if row[2].strip()[:2] in ("b:", "k:")]
     assert against == ["b:", "k:"], rows
+    # an arm rerun with the same settings replaces its row (--render --add); other settings refuse
+    rerun = {**report, "arms": {"b": {**report["arms"]["b"], "label": "rerun b"}}}
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    bench("hpo_efficiency", tmp_path, "--render", str(tmp_path / "hpo_efficiency.json"),
+          "--add", str(tmp_path / "rerun.json"))  # fmt: skip
+    md = (tmp_path / "hpo_efficiency.md").read_text()
+    assert "| b: rerun b |" in md and "Arms b come from a second run" in md
+    (tmp_path / "other.json").write_text(json.dumps({**rerun, "args": {**rerun["args"], "T": 11}}))
+    log = tmp_path / "refused.log"
+    main = str(tmp_path / "hpo_efficiency.json")
+    rc = run_script(["benchmarks/hpo_efficiency.py", "--render", main,
+                     "--add", str(tmp_path / "other.json")], log, 60)  # fmt: skip
+    assert rc != 0 and "run with other settings (T)" in log.read_text()
 
 
 def test_hpo_efficiency_second_studies_start_from_the_first(tmp_path: Path) -> None:

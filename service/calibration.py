@@ -293,10 +293,17 @@ def calibrate(
 ) -> tuple[Calibration, TrainabilityModel]:
     """Fit the trainability model to a study's finished trials, each (state, value, theory
     numbers), from the rule (or from ``base``, other studies' posterior); the c it hands out
-    from is where the posterior reaches ``p_min`` (kept within [c0/100, 100·c0])."""
+    from is where the posterior reaches ``p_min`` (kept within [c0/100, 100·c0]), or the prior's
+    while no trial has trained."""
     model = TrainabilityModel(c=c0, width=width, base=base)
     trained = add_outcomes(model, threshold, maximize, trials)
     c = model.edge_at(p_min)
+    if model.outcomes and not trained:
+        # nothing has trained yet: one class does not place a logistic's edge, and the failures
+        # may have other causes (the learning rate, other hyperparameters); fitted, they would
+        # push c down to its floor and every trial to the top of the memory-gate range. Hand out
+        # from the prior's edge until the first trial trains (the fitted edge is still shown).
+        c = TrainabilityModel(c=c0, width=width, base=base).edge_at(p_min)
     c = c0 if not math.isfinite(c) else min(max(c, c0 / 100.0), 100.0 * c0)
     mid, low, high = model.edge()
     cal = Calibration(

@@ -80,6 +80,26 @@ def test_what_counts_as_trained() -> None:
     assert outcome("COMPLETE", float("nan"), 0.55) is None
 
 
+def test_failures_alone_do_not_move_the_c_handed_out() -> None:
+    """Twelve trials pruned at chance, with memory to spare (T/ξ_C from 0.6 to 2.5: the study at
+    T = 300 where the learning rate was to blame): the fitted edge drops towards its floor, but
+    the study keeps handing out from its prior's c until a trial trains; once some train (with
+    the longest memories) the fit decides."""
+    from service.calibration import calibrate
+
+    def pruned(ratio: float) -> tuple[str, float, dict]:
+        return ("PRUNED", 0.1, {"xi_c": 300.0 / ratio, "T": 300, "T_log_m1": -2.0})
+
+    failures = [pruned(r) for r in np.linspace(0.6, 2.5, 12)]
+    cal, _ = calibrate(13.6, 0.5, 0.5, 0.55, True, failures)
+    assert cal.trained == 0 and cal.edge < 1.0 and math.isclose(cal.c, 13.6), cal
+    ok = [
+        ("COMPLETE", 0.9, {"xi_c": 300.0 / r, "T": 300, "T_log_m1": -1.0}) for r in (0.3, 0.4, 0.5)
+    ]
+    cal, _ = calibrate(13.6, 0.5, 0.5, 0.55, True, [*failures, *ok])
+    assert cal.trained == 3 and cal.c < 1.0, cal
+
+
 def test_a_calibrated_study_learns_its_edge_from_its_outcomes(client) -> None:
     """A restricted study whose trials train only when T ≤ 3·ξ_C (made-up outcomes: this tests
     the loop, not training): after the background passes its c falls from 13.6 towards 3, the

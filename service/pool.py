@@ -40,7 +40,7 @@ from service.optuna_compat import set_user_attrs, start_waiting, to_waiting
 from service.optuna_compat import trial_id as trial_id_of
 from service.prior import PriorSampler
 from service.schemas import StudyCreate
-from service.search import make_sampler
+from service.search import make_sampler, proposal_seed
 from service.states import LeaseState, StudyState
 from service.store import Store, now
 from service.workerlog import WorkerLog
@@ -97,7 +97,7 @@ def propose(info: CachedStudy, index: int, waiting: int = 0) -> Any:
     caller holds the study lock (the cached study's sampler is set here)."""
     sampler = make_sampler(info.spec, index)
     if info.prior is not None and info.prior.mode != "off":
-        seed = None if info.spec.seed is None else info.spec.seed + index
+        seed = proposal_seed(info.spec.seed, index)
         sampler = PriorSampler(sampler, info.prior, info.distributions, index, seed)
     info.study.sampler = sampler
     info.study.skip_waiting = waiting <= 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import optuna
 from optuna.distributions import (
     BaseDistribution,
@@ -29,6 +30,7 @@ __all__ = [
     "is_init",
     "make_pruner",
     "make_sampler",
+    "proposal_seed",
     "study_prior",
     "to_distribution",
 ]
@@ -42,8 +44,17 @@ def to_distribution(d: Distribution) -> BaseDistribution:
     return FloatDistribution(float(d.low), float(d.high), log=d.log, step=d.step)  # type: ignore[arg-type]
 
 
+def proposal_seed(seed: int | None, index: int) -> int | None:
+    """The seed of a study's ``index``-th proposal, drawn from (study seed, index): with
+    ``seed + index`` the studies of seeds s and s + 1 would share their proposals, trial n of one
+    being trial n − 1 of the other. None (unseeded) stays None."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed % 2**64, index]).generate_state(1)[0])
+
+
 def make_sampler(spec: StudyCreate, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
-    seed = None if spec.seed is None else spec.seed + trials_so_far
+    seed = proposal_seed(spec.seed, trials_so_far)
     name = spec.sampler
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

@@ -300,3 +300,20 @@ def test_prior_map_line_is_the_exact_boundary_and_says_what_trained_means() -> N
     )
     ridge = prior_map(shared, [], "t").ridge
     assert ridge is not None and 3.0 < ridge[0] < 10.0, ridge  # the diagonal of the shared regime
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_studies_with_nearby_seeds_do_not_share_proposals(sampler: str) -> None:
+    """Proposal n of the study seeded s is not proposal n − 1 of the study seeded s + 1 (with
+    the seed s + n they were the same point: "five seeds" of a benchmark shared their trials,
+    shifted by one); the same seed and index still give the same point."""
+    from service.search import make_sampler, proposal_seed
+
+    def proposal(seed: int, index: int) -> float:
+        study_spec = spec(seed=seed, sampler=sampler, prior={"mode": "off"})
+        study = optuna.create_study(sampler=make_sampler(study_spec, index))
+        return study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)}).params["x"]
+
+    assert all(proposal(s, n) != proposal(s + 1, n - 1) for s in range(3) for n in range(1, 4))
+    assert proposal(2, 3) == proposal(2, 3)
+    assert proposal_seed(None, 3) is None and proposal_seed(-1, 0) == proposal_seed(-1, 0)

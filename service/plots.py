@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +117,61 @@ def _boundary(
     return out
 
 
+@dataclass(frozen=True)
+class _Grid:
+    gx: np.ndarray
+    gy: np.ndarray
+    xi: np.ndarray
+    log_xi: np.ndarray
+    base: dict[str, float]
+    edge: np.ndarray
+
+
+#: The last maps' grids (up to a few seconds of theory each), keyed by everything they depend
+#: on: the map is redrawn on each request (its trials change), its ξ_C grid only when the
+#: criterion does (a calibration moves c). Bounded; shared by the server's threads.
+_GRIDS: OrderedDict[tuple[Any, ...], _Grid] = OrderedDict()
+_GRIDS_MAX = 16
+_GRIDS_LOCK = threading.Lock()
+
+
+def _grid_key(prior: Prior, n: int) -> tuple[Any, ...]:
+    space = tuple(sorted((k, repr(v)) for k, v in prior.space.items()))
+    return (prior.cell, prior.T, prior.c, prior.weights, repr(prior.inputs), space,
+            tuple(prior.names), n)  # fmt: skip
+
+
+def _grid(prior: Prior) -> _Grid:
+    """ξ_C on the map's grid and the criterion's edge across it, computed once per criterion."""
+    xname, (x0, x1), yname, (y0, y1) = _axes(prior)
+    n = int(math.sqrt(prior.points_for(3.0, 64, GRID * GRID)))  # at most about 3 s
+    key = _grid_key(prior, n)
+    with _GRIDS_LOCK:
+        if key in _GRIDS:
+            _GRIDS.move_to_end(key)
+            return _GRIDS[key]
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    gx, gy = np.meshgrid(xs, ys)
+    base = {}
+    for name in prior.names:
+        if name not in (xname, yname):
+            d = prior.space[name]
+            base[name] = 0.5 * (float(d.low) + float(d.high))  # type: ignore[attr-defined]
+    pairs = zip(gx.ravel(), gy.ravel(), strict=True)
+    points = [{**base, xname: float(a), yname: float(b)} for a, b in pairs]
+    names = sorted({*prior.names, yname})
+    grid_prior = Prior(**{**prior.__dict__, "names": names, "gradient_bounds": None})
+    xi = grid_prior.evaluate(points)["xi_c"].reshape(gx.shape)
+    log_xi = np.log10(np.clip(np.where(np.isfinite(xi), xi, 1e12), 1e-2, 1e12))
+    edge = _boundary(grid_prior, base, xname, yname, xs, ys, log_xi)
+    grid = _Grid(gx, gy, xi, log_xi, base, edge)
+    with _GRIDS_LOCK:
+        _GRIDS[key] = grid
+        while len(_GRIDS) > _GRIDS_MAX:
+            _GRIDS.popitem(last=False)
+    return grid
+
+
 def prior_map(
     prior: Prior,
     trials: list[dict[str, Any]],
@@ -131,25 +188,13 @@ def prior_map(
     import matplotlib.pyplot as plt
 
     xname, (x0, x1), yname, (y0, y1) = _axes(prior)
-    n = int(math.sqrt(prior.points_for(3.0, 64, GRID * GRID)))  # at most about 3 s
-    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
-    gx, gy = np.meshgrid(xs, ys)
-    base = {}
-    for n in prior.names:
-        if n not in (xname, yname):
-            d = prior.space[n]
-            base[n] = 0.5 * (float(d.low) + float(d.high))  # type: ignore[attr-defined]
-    pairs = zip(gx.ravel(), gy.ravel(), strict=True)
-    points = [{**base, xname: float(a), yname: float(b)} for a, b in pairs]
-    names = sorted({*prior.names, yname})
-    grid_prior = Prior(**{**prior.__dict__, "names": names, "gradient_bounds": None})
-    xi = grid_prior.evaluate(points)["xi_c"].reshape(gx.shape)
-    log_xi = np.log10(np.clip(np.where(np.isfinite(xi), xi, 1e12), 1e-2, 1e12))
+    grid = _grid(prior)
+    gx, gy, xi, log_xi, base, edge = grid.gx, grid.gy, grid.xi, grid.log_xi, grid.base, grid.edge
+    ys = gy[:, 0]
 
     fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=100, layout="constrained")
     mesh = ax.pcolormesh(gx, gy, log_xi, cmap="Greys", shading="auto", alpha=0.55)
     fig.colorbar(mesh, ax=ax, label="log10 ξ_C (steps)")
-    edge = _boundary(grid_prior, base, xname, yname, xs, ys, log_xi)
     ax.plot(edge, ys, color="#1f4e9c", lw=2, label=f"ξ_C = T/c = {prior.T}/{prior.c:.3g}", zorder=2)
     # the ridge of critical initializations, where ξ_C diverges: the grid never lands on it
     # exactly, so it shows as cells far above both neighbours in a row (or as huge values)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from meanfield import Config, Inputs, memory_check
 from meanfield.constants import MEASURED_C
-from service.prior import PriorSampler
+from service.prior import Prior, PriorSampler
 from service.schemas import StudyCreate
 from service.search import study_prior, to_distribution
 from tests.support import specs
@@ -300,6 +300,28 @@ def test_prior_map_line_is_the_exact_boundary_and_says_what_trained_means() -> N
     )
     ridge = prior_map(shared, [], "t").ridge
     assert ridge is not None and 3.0 < ridge[0] < 10.0, ridge  # the diagonal of the shared regime
+
+
+def test_prior_map_redraws_without_recomputing_its_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map is redrawn on every request (its trials change), but ξ_C over its grid is computed
+    once per criterion: a second request evaluates nothing, and a new c (a calibration) gets a
+    new grid and its own line. (The fuzzer's requests for the map once cost the server 80 s.)"""
+    import dataclasses
+
+    from service.plots import prior_map
+
+    prior = study_prior(spec(task={"name": "copy", "T": 41}))  # a T no other test maps
+    calls = []
+    evaluate = Prior.evaluate
+    monkeypatch.setattr(Prior, "evaluate", lambda self, pts: calls.append(1) or evaluate(self, pts))
+    first = prior_map(prior, [], "t")
+    assert calls
+    calls.clear()
+    trial = _map_trial(0, "COMPLETE", {"mu_f": 3.0, "nu": 1.0}, 0.9)
+    again = prior_map(prior, [trial], "t")
+    assert not calls and again.png != first.png and len(again.positions) == 1
+    moved = prior_map(dataclasses.replace(prior, c=prior.c / 4), [], "t")
+    assert calls and moved.png != first.png
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])

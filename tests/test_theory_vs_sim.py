@@ -36,9 +36,11 @@ minimalRNN C at C ≈ 0.46), which ``test_correlation_trajectory_matches_untied_
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,11 +105,20 @@ CASES = {
 PARAMS = [(key, regime) for key in CASES for regime in ("independent", "shared")]
 
 
+#: Where this run's simulations are shared between the xdist workers (``tests/support/simcache``).
+_SHARED: list[Path] = []
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _single_threaded() -> Iterator[None]:
+def _single_threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One BLAS thread: on a shared 2-core machine a multi-threaded gemv waits for a busy core at
     every step, which makes the tied and the widest simulations 3-20 times slower. Results do not
-    depend on it."""
+    depend on it. The run's simulations go to a folder its xdist workers share (the root of
+    pytest's temporary folders for this run), so that each is computed once in the run."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # .../pytest-N/popen-gwK: the run's root
+    _SHARED[:] = [root / "simulations"]
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
@@ -154,7 +165,10 @@ def run(key: str, regime: str) -> Run:
         xi_ind = float(fixed_point(cfg, Inputs(case.R, "independent")).xi_c)
         (n, seeds), burn = case.shared, math.ceil(4 * max(xi_q, xi_ind)) + 20
     theory_corr = trajectory(cfg, inputs, compare or steps, start=start)["corr"]
-    sim = simulate(cfg, inputs, n=n, steps=steps, seeds=range(seeds), start=start, burn_in=burn)
+    sim = simulate(
+        cfg, inputs, folder=_SHARED[0] if _SHARED else None,
+        n=n, steps=steps, seeds=range(seeds), start=start, burn_in=burn,
+    )  # fmt: skip
     return Run(
         case,
         regime,

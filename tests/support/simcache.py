@@ -1,15 +1,24 @@
-"""Finite-width simulations remembered on disk, for mutation testing only.
+"""Finite-width simulations remembered on disk: shared by the test processes of one run, and
+kept across runs for mutation testing.
 
-``simulate`` is :func:`meanfield.simulate.simulate` itself unless ``ISOTUNE_SIM_CACHE`` names a
-folder: then each result is stored there under a digest of the call's arguments and read back
-by later calls with the same arguments. The simulation is seeded, so a stored result is the one
-the call would compute; the mean-field theory the tests compare it with is computed afresh. A
-mutation run (``make mutate``) changes the theory's modules, never the simulation's, and so runs
-the theory-against-simulation tests in seconds instead of minutes. The suite never sets it.
+``simulate`` is :func:`meanfield.simulate.simulate` itself unless a folder is given (``folder``,
+else the variable ``ISOTUNE_SIM_CACHE``): then each result is stored there under a digest of the
+call's arguments and read back by later calls with the same arguments, from any process. The
+simulation is seeded, so a stored result is the one the call would compute; the mean-field
+theory the tests compare it with is computed afresh.
+
+- The suite gives ``tests/test_theory_vs_sim.py`` a folder of the run's own (under pytest's
+  temporary root, shared by the xdist workers): three tests read each simulation, and wherever
+  xdist runs them it is computed once. A process that finds another computing the same
+  simulation waits for its result (a lock per simulation).
+- A mutation run (``make mutate``) sets ``ISOTUNE_SIM_CACHE`` to ``.simcache/``: it changes the
+  theory's modules, never the simulation's, and so runs the theory-against-simulation tests in
+  seconds instead of minutes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pickle
@@ -32,16 +41,20 @@ def _key(cfg: Config, inputs: Inputs, kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def simulate(cfg: Config, inputs: Inputs, **kwargs: Any) -> SimulationResult:
-    folder = os.environ.get(CACHE_VAR)
-    if not folder:
+def simulate(
+    cfg: Config, inputs: Inputs, *, folder: Path | None = None, **kwargs: Any
+) -> SimulationResult:
+    where = folder or os.environ.get(CACHE_VAR)
+    if not where:
         return _simulate(cfg, inputs, **kwargs)
-    path = Path(folder) / f"{_key(cfg, inputs, kwargs)}.pkl"
-    if path.exists():
-        return pickle.loads(path.read_bytes())
-    result = _simulate(cfg, inputs, **kwargs)
+    path = Path(where) / f"{_key(cfg, inputs, kwargs)}.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(pickle.dumps(result))
-    tmp.replace(path)
+    with path.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        result = _simulate(cfg, inputs, **kwargs)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(result))
+        tmp.replace(path)
     return result

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support import shared
 from tests.support.pg import (
     PostgresCluster,
     PostgresUnavailable,
@@ -178,6 +179,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         shared = SharedPostgres()
         manager.register(shared, SHARED_PG)
         shared.start()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The folder in which ``tests/support/shared.py`` keeps results computed once per run: under
+    the root of pytest's temporary folders for this run, which its xdist workers share."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # .../pytest-N/popen-gwK: the run's root
+    shared.FOLDER[:] = [root / "shared"]
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from meanfield.cells.base import JacobianMoments
 from meanfield.jacobian import moments
 from meanfield.simulate import draw_recurrent
 from meanfield.theory import theory_for
+from tests.support import shared
 
 N = 1000
 INPUTS = Inputs(R=0.8)
@@ -393,7 +394,12 @@ M1_RTOL = {5: 0.05, 20: 0.10}
 
 @cache
 def chain(name: str) -> dict[tuple[str, int], tuple[float, float]]:
-    """{(kind, T): (tr(PPᵀ)/n / m₁^T, Var(λ)/E[λ]² of PPᵀ)}, kind "raw" or "rotated"."""
+    """{(kind, T): (tr(PPᵀ)/n / m₁^T, Var(λ)/E[λ]² of PPᵀ)}, kind "raw" or "rotated" (computed
+    once in the run: four tests read each chain, on whichever xdist worker)."""
+    return shared.once(f"jacobian-chain-{name}", lambda: _chain(name))
+
+
+def _chain(name: str) -> dict[tuple[str, int], tuple[float, float]]:
     ch = CHAINS[name]
     m1 = scalar(fixed_point(ch.config, INPUTS).m1)
     rng = np.random.default_rng(sorted(CHAINS).index(name))

@@ -36,11 +36,9 @@ minimalRNN C at C ≈ 0.46), which ``test_correlation_trajectory_matches_untied_
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from meanfield import Config, Inputs, fixed_point, trajectory
 from meanfield.simulate import SimulationResult, fit_timescale
+from tests.support import shared
 from tests.support.simcache import simulate
 
 pytestmark = pytest.mark.slow  # simulations at width 1000 and more: seconds a test
@@ -105,20 +104,11 @@ CASES = {
 PARAMS = [(key, regime) for key in CASES for regime in ("independent", "shared")]
 
 
-#: Where this run's simulations are shared between the xdist workers (``tests/support/simcache``).
-_SHARED: list[Path] = []
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _single_threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _single_threaded() -> Iterator[None]:
     """One BLAS thread: on a shared 2-core machine a multi-threaded gemv waits for a busy core at
     every step, which makes the tied and the widest simulations 3-20 times slower. Results do not
-    depend on it. The run's simulations go to a folder its xdist workers share (the root of
-    pytest's temporary folders for this run), so that each is computed once in the run."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # .../pytest-N/popen-gwK: the run's root
-    _SHARED[:] = [root / "simulations"]
+    depend on it."""
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
@@ -166,7 +156,7 @@ def run(key: str, regime: str) -> Run:
         (n, seeds), burn = case.shared, math.ceil(4 * max(xi_q, xi_ind)) + 20
     theory_corr = trajectory(cfg, inputs, compare or steps, start=start)["corr"]
     sim = simulate(
-        cfg, inputs, folder=_SHARED[0] if _SHARED else None,
+        cfg, inputs, folder=shared.folder(),  # computed once in the run, read by three tests
         n=n, steps=steps, seeds=range(seeds), start=start, burn_in=burn,
     )  # fmt: skip
     return Run(

@@ -6,7 +6,11 @@
   :func:`~tests.support.servers.wait_for` (a condition with a deadline, not a fixed sleep);
 - :mod:`tests.support.cli`: the command line in a subprocess;
 - :mod:`tests.support.specs`: study specifications;
-- :mod:`tests.support.api`: REST calls on an in-process app and the Prometheus text.
+- :mod:`tests.support.api`: REST calls on an in-process app and the Prometheus text;
+- :mod:`tests.support.shared`: results computed once per run and read by tests on any worker;
+- :mod:`tests.support.simcache`: finite-width simulations stored on disk (per run, or for mutation
+  testing across runs);
+- :mod:`tests.support.slurm`: a one-node SLURM cluster of the test's own.
 
 The fixtures built on them (``pg_server``, ``db_url``, ``migrated_db_url``, ``client``) are in
 ``tests/conftest.py``.

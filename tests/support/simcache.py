@@ -1,16 +1,15 @@
 """Finite-width simulations remembered on disk: shared by the test processes of one run, and
 kept across runs for mutation testing.
 
-``simulate`` is :func:`meanfield.simulate.simulate` itself unless a folder is given (``folder``,
-else the variable ``ISOTUNE_SIM_CACHE``): then each result is stored there under a digest of the
+``simulate`` is :func:`meanfield.simulate.simulate` itself unless a folder is given (the variable
+``ISOTUNE_SIM_CACHE``, else ``folder``): then each result is stored there under a digest of the
 call's arguments and read back by later calls with the same arguments, from any process. The
 simulation is seeded, so a stored result is the one the call would compute; the mean-field
 theory the tests compare it with is computed afresh.
 
 - The suite gives ``tests/test_theory_vs_sim.py`` a folder of the run's own (under pytest's
   temporary root, shared by the xdist workers): three tests read each simulation, and wherever
-  xdist runs them it is computed once. A process that finds another computing the same
-  simulation waits for its result (a lock per simulation).
+  xdist runs them it is computed once (``tests/support/shared.py``).
 - A mutation run (``make mutate``) sets ``ISOTUNE_SIM_CACHE`` to ``.simcache/``: it changes the
   theory's modules, never the simulation's, and so runs the theory-against-simulation tests in
   seconds instead of minutes.
@@ -18,16 +17,15 @@ theory the tests compare it with is computed afresh.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 from meanfield import Config, Inputs
 from meanfield.simulate import SimulationResult
 from meanfield.simulate import simulate as _simulate
+from tests.support.shared import once
 
 CACHE_VAR = "ISOTUNE_SIM_CACHE"
 
@@ -44,17 +42,8 @@ def _key(cfg: Config, inputs: Inputs, kwargs: dict[str, Any]) -> str:
 def simulate(
     cfg: Config, inputs: Inputs, *, folder: Path | None = None, **kwargs: Any
 ) -> SimulationResult:
-    where = folder or os.environ.get(CACHE_VAR)
+    where = os.environ.get(CACHE_VAR) or folder  # a mutation run's folder outlives the run
     if not where:
         return _simulate(cfg, inputs, **kwargs)
-    path = Path(where) / f"{_key(cfg, inputs, kwargs)}.pkl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_suffix(".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if path.exists():
-            return pickle.loads(path.read_bytes())
-        result = _simulate(cfg, inputs, **kwargs)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(result))
-        tmp.replace(path)
-    return result
+    key = _key(cfg, inputs, kwargs)
+    return once(key, lambda: _simulate(cfg, inputs, **kwargs), Path(where))

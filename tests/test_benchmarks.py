@@ -148,7 +148,7 @@ def test_prior_strategies(tmp_path: Path) -> None:
 
 def test_theory_speed(tmp_path: Path) -> None:
     bench("theory_speed", tmp_path, "--grid", "8", "--repeats", "1", "--naive-points", "2",
-          "--checks", "10")  # fmt: skip
+          "--checks", "10", "--cells", "64")  # fmt: skip
     assert (tmp_path / "theory_speed.md").exists()
 
 

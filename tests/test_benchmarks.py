@@ -152,6 +152,17 @@ def test_theory_speed(tmp_path: Path) -> None:
     assert (tmp_path / "theory_speed.md").exists()
 
 
+def test_suite_cpu(tmp_path: Path) -> None:
+    """The suite's CPU profile, on one small test file: every test counted, its CPU accounted."""
+    bench("suite_cpu", tmp_path, "--workers", "0", "--", "tests/test_layout.py")
+    report = json.loads((tmp_path / "suite_cpu.json").read_text())
+    assert report["returncode"] == 0 and " passed" in report["pytest"], report["pytest"]
+    (entry,) = report["per_file"].values()
+    assert list(report["per_file"]) == ["tests/test_layout.py"] and entry["tests"] > 10
+    assert report["cpu_s"] >= report["tests_own_s"] + report["tests_children_s"] > 0
+    assert "| tests/test_layout.py |" in (tmp_path / "suite_cpu.md").read_text()
+
+
 def test_train_speed(tmp_path: Path) -> None:
     bench("train_speed", tmp_path, "--T", "10", "--hidden", "16", "--batch", "8", "--steps", "2",
           "--device", "cpu", "--threads", "1", "--denormal-repeats", "1",

@@ -96,8 +96,10 @@ def run_suite(workers: int, extra: list[str]) -> dict:
         f.unlink()
     rows_dir.rmdir()
     total = usage.ru_utime + usage.ru_stime
+    lines = out.strip().splitlines()
     return {"wall": wall, "cpu": total, "rows": rows, "rc": proc.returncode,
-            "summary": out.strip().splitlines()[-1] if out.strip() else ""}  # fmt: skip
+            "summary": lines[-1] if lines else "",
+            "failed": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]}  # fmt: skip
 
 
 def collection_cpu(extra: list[str]) -> float:
@@ -135,6 +137,7 @@ def main() -> None:
         "workers": args.workers,
         "pytest": run["summary"],
         "returncode": run["rc"],
+        "failed": run["failed"],
         "wall_s": run["wall"],
         "cpu_s": run["cpu"],
         "tests_own_s": own,
@@ -172,7 +175,7 @@ def main() -> None:
         lines.append(f"| {r['test']} | {r['own_s']:.1f} | {r['children_s']:.1f} | "
                      f"{r['wall_s']:.1f} |")  # fmt: skip
     (args.out / "suite_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:8]))
+    print("\n".join(lines[:8] + run["failed"]))
     sys.exit(0 if run["rc"] == 0 else 1)
 
 

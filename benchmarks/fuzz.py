@@ -114,7 +114,9 @@ def main() -> None:
             targets = {}
             for backend in args.backends.split(","):
                 if backend == "sqlite":
-                    targets[backend] = f"sqlite:///{tempfile.mkdtemp(prefix='isotune-fz-')}/f.db"
+                    folder = tempfile.mkdtemp(prefix="isotune-fz-")
+                    stack.callback(shutil.rmtree, folder, ignore_errors=True)  # the database
+                    targets[backend] = f"sqlite:///{folder}/f.db"
                 else:
                     from tests.support.pg import postgres_cluster
 

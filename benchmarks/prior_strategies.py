@@ -38,7 +38,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.prior import PriorSampler  # noqa: E402
+from service.prior_sampler import PriorSampler  # noqa: E402
 from service.schemas import StudyCreate  # noqa: E402
 from service.search import make_sampler, study_prior, to_distribution  # noqa: E402
 

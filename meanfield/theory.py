@@ -21,6 +21,7 @@ __all__ = [
     "FixedPointResult",
     "MemoryCheck",
     "fixed_point",
+    "memory_and_cell_moment",
     "memory_check",
     "memory_time_scale",
     "theory_for",
@@ -216,12 +217,24 @@ def memory_time_scale(
     Skips the single-example slope and the Jacobian moments; a looser default tolerance suffices
     for a time scale (relative error far below 1e-6).
     """
+    xi, _, converged = memory_and_cell_moment(cfg, inputs, tol=tol)
+    return xi, converged
+
+
+def memory_and_cell_moment(
+    cfg: Config, inputs: Inputs | None = None, *, tol: float = 1e-11
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ξ_C, s*, converged): :func:`memory_time_scale` with the LSTM cell state's second moment at
+    the fixed point, s* = E[c²] (NaN for the other cells), from the same solve (docs/theory.md
+    §5.2)."""
     inputs = inputs or Inputs()
     th = theory_for(cfg, inputs)
     single, sol = _solve_single(th, tol)
     _, chi_c, conv_c, _ = _solve_cross(th, single, tol)
     xi = time_scale(chi_c).reshape(cfg.shape)
-    return xi, (sol.converged & conv_c).reshape(cfg.shape)
+    s = single.get("s")
+    s_star = np.full(cfg.shape, np.nan) if s is None else np.asarray(s, float).reshape(cfg.shape)
+    return xi, s_star, (sol.converged & conv_c).reshape(cfg.shape)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from service.exports import WORKER_ATTR
 from service.models import Lease, PoolEntry, StudyRecord
 from service.optuna_compat import set_user_attrs, start_waiting, to_waiting
 from service.optuna_compat import trial_id as trial_id_of
-from service.prior import PriorSampler
+from service.prior_sampler import PriorSampler
 from service.schemas import StudyCreate
 from service.search import make_sampler, proposal_seed
 from service.states import LeaseState, StudyState

@@ -6,7 +6,8 @@ A study's ``prior`` names a mode:
 - ``restrict``: every trial handed out satisfies T ≤ c·ξ_C (docs/theory.md §5; ξ_C the memory time
 of
   the initialization, T the task's bridge) and, when ``gradient_bounds`` are set, lo ≤ T·log m₁ ≤ hi
-  (the log of the mean squared singular value of the T-step Jacobian).
+  (the log of the mean squared singular value of the T-step Jacobian); when ``max_cell_moment``
+  is set (LSTM), the cell state's second moment s* = E[c²] ≤ it (tanh(c) not saturated).
 - ``soft``: the base sampler proposes ``candidates`` points; one is drawn with probability ∝
   π(x)^(β/n) (πBO, Hvarfner et al., ICLR 2022), π(x) = sigmoid(log(c·ξ_C/T) / width), β the
   ``confidence`` and n the number of trials so far. The weight tends to 1 as trials accumulate, so a
@@ -16,11 +17,12 @@ of
   not fade, since the model already rests on the study's outcomes.
 - ``off``: the base sampler alone (the control).
 
-Restriction as :class:`PriorSampler` does it: the base sampler (TPE, GP, CMA-ES…) proposes a
-full point; an infeasible proposal is redrawn up to ``REDRAWS`` times, then the first proposal is
-repaired by raising its memory-gate bias (``mu_f`` for the LSTM) to the smallest feasible value
-(ξ_C grows with it). A repaired point is what Optuna stores, so the base sampler learns from the
-trials that actually ran. Should no bias in range make a proposal feasible (its other parameters
+Restriction as :class:`service.prior_sampler.PriorSampler` does it: the base sampler (TPE, GP,
+CMA-ES…) proposes a full point; an infeasible proposal is redrawn up to ``REDRAWS`` times, then the
+first proposal is repaired (:meth:`Prior.repair`: its memory-gate bias, ``mu_f`` for the LSTM,
+raised to the smallest feasible value; ξ_C grows with it) or given a memory time
+(:meth:`Prior.resample`). A repaired point is what Optuna stores, so the base sampler learns from
+the trials that actually ran. Should no bias in range make a proposal feasible (its other parameters
 forbid it), the point found when the study was created stands in.
 
 The theory sees only initialization hyperparameters (flat names of :class:`meanfield.Config`:
@@ -36,14 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
 )
-from optuna.samplers import BaseSampler
 
 from contract.errors import IsotuneError
 from meanfield import (
@@ -53,16 +53,15 @@ from meanfield import (
     MeanFieldError,
     fixed_point,
     isometry,
+    memory_and_cell_moment,
     memory_time_scale,
 )
 from meanfield.constants import MEASURED_C
 from meanfield.params import CELLS, split_name
 from service.calibration import TrainabilityModel
 
-__all__ = ["MEASURED_C", "Prior", "PriorError", "PriorSampler", "build_prior", "theory_names"]
+__all__ = ["MEASURED_C", "Prior", "PriorError", "build_prior", "theory_names"]
 
-#: Redraws of an infeasible proposal before it is repaired.
-REDRAWS = 4
 #: Most points of the memory-gate bias a repair round scans (vectorized).
 SCAN = 48
 #: ``repair`` stops refining when its bracket is this share of the memory-gate bias range
@@ -107,6 +106,7 @@ class Prior:
     weights: str
     space: dict[str, BaseDistribution]
     gradient_bounds: tuple[float, float] | None = None
+    max_cell_moment: float | None = None
     confidence: float = 10.0
     width: float = 0.5
     candidates: int = 8
@@ -146,12 +146,15 @@ class Prior:
         """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded) and feasibility per point."""
         cfg = self.config(points)
         out: dict[str, np.ndarray] = {}
-        if self.gradient_bounds is None:
+        if self.max_cell_moment is not None and self.gradient_bounds is None:
+            xi, out["cell_moment"], _ = memory_and_cell_moment(cfg, self.inputs)
+        elif self.gradient_bounds is None:
             xi, _ = memory_time_scale(cfg, self.inputs)
         else:
             fp = fixed_point(cfg, self.inputs)
             xi = fp.xi_c
             out["log_m1"] = self.T * np.log(fp.m1)
+            out["cell_moment"] = fp.s_star
         xi = np.asarray(xi, float)
         with np.errstate(divide="ignore", invalid="ignore"):
             out["margin"] = np.log(np.maximum(xi, 0.0) * self.c / self.T)
@@ -159,6 +162,8 @@ class Prior:
         if self.gradient_bounds is not None:
             lo, hi = self.gradient_bounds
             ok &= (out["log_m1"] >= lo) & (out["log_m1"] <= hi)
+        if self.max_cell_moment is not None:
+            ok &= out["cell_moment"] <= self.max_cell_moment
         out["xi_c"], out["ok"] = xi, ok
         return out
 
@@ -250,11 +255,14 @@ class Prior:
         if self.gradient_bounds is not None:
             lo, hi = self.gradient_bounds
             ok = ok and lo <= float(iso.log_m1[0]) <= hi
+        if self.max_cell_moment is not None:
+            ok = ok and float(fp.s_star[0]) <= self.max_cell_moment
         return {
             "xi_c": _finite(xi),
             "m1": _finite(float(fp.m1[0])),
             "m2": _finite(float(fp.m2[0])),
             "T_log_m1": _finite(float(iso.log_m1[0])),
+            "cell_moment": _finite(float(fp.s_star[0])),
             "spread": _finite(float(iso.spread[0])),
             "required_xi": self.required,
             "margin": _finite(margin),
@@ -293,6 +301,9 @@ def build_prior(
     ``off`` it only computes the theory's numbers of each trial."""
     if MEMORY_GATE.get(cell) is None:
         raise PriorError("cell", cell, "no memory gate: the prior needs lstm, gru or minimalrnn")
+    if spec.max_cell_moment is not None and (cell != "lstm" or spec.mode != "restrict"):
+        reason = "bounds the LSTM's cell state, in mode restrict only"
+        raise PriorError("prior.max_cell_moment", spec.max_cell_moment, reason)
     names = theory_names(cell, list(space))
     if not names:
         raise PriorError(
@@ -308,6 +319,7 @@ def build_prior(
         weights=weights,
         space=dict(space),
         gradient_bounds=tuple(spec.gradient_bounds) if spec.gradient_bounds else None,
+        max_cell_moment=spec.max_cell_moment,
         confidence=spec.confidence,
         width=spec.width,
         candidates=spec.candidates,
@@ -348,6 +360,8 @@ def _check_region(prior: Prior, seed: int) -> None:
         {**_random_point(prior, rng), gate: prior.space[gate].high}
         for _ in range(prior.points_for(2.0, 32, CREATION_SCAN))
     ]
+    if prior.max_cell_moment is not None:  # s* grows with the gate's bias: lower ones too
+        points += [_random_point(prior, rng) for _ in range(len(points))]
     top = prior.space[gate].high
     for side in ("low", "high"):  # the corners
         points.append({**{n: _edge(prior.space[n], side) for n in prior.names}, gate: top})
@@ -374,6 +388,13 @@ def _check_region(prior: Prior, seed: int) -> None:
             "prior.mode to off to search the whole space"
         )
         raise PriorError(f"space.{gate}", {"low": prior.space[gate].low, "high": high}, reason)
+    if prior.max_cell_moment is not None:
+        raise PriorError(
+            "prior.max_cell_moment",
+            prior.max_cell_moment,
+            f"no point found with xi_C >= {prior.required:.3g} and the cell state's E[c^2] "
+            "within the bound; raise it, or widen the input gate's range downwards (mu_i)",
+        )
     lo, hi = prior.gradient_bounds or (None, None)
     raise PriorError(
         "prior.gradient_bounds",
@@ -396,99 +417,3 @@ def _random_point(prior: Prior, rng: np.random.Generator) -> dict[str, float]:
         else:
             out[n] = float(rng.uniform(d.low, d.high))
     return out
-
-
-class PriorSampler(BaseSampler):
-    """A base sampler under a :class:`Prior`: the whole space is sampled as one "relative" point,
-    so that feasibility (a joint property) is decided before anything is stored.
-
-    ``n_trials`` (trials so far) sets the soft prior's decay.
-    """
-
-    def __init__(
-        self, base: BaseSampler, prior: Prior, space: Mapping[str, BaseDistribution], n_trials: int,
-        seed: int | None = None,
-    ) -> None:  # fmt: skip
-        self.base, self.prior, self.space, self.n_trials = base, prior, dict(space), n_trials
-        self.rng = np.random.default_rng(seed)
-        self.redraws = 0
-        self.repairs = 0
-
-    def reseed_rng(self) -> None:
-        self.base.reseed_rng()
-        self.rng = np.random.default_rng()
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.base.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any,
-                    values: Sequence[float] | None) -> None:  # fmt: skip
-        self.base.after_trial(study, trial, state, values)
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return dict(self.space)
-
-    def _propose(
-        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, relative: bool
-    ) -> dict[str, Any]:
-        point: dict[str, Any] = {}
-        if relative:
-            space = self.base.infer_relative_search_space(study, trial)
-            if space:
-                point.update(self.base.sample_relative(study, trial, space))
-        for name, dist in self.space.items():
-            if name not in point:
-                point[name] = self.base.sample_independent(study, trial, name, dist)
-        return point
-
-    def sample_relative(
-        self,
-        study: optuna.Study,
-        trial: optuna.trial.FrozenTrial,
-        search_space: dict[str, BaseDistribution],
-    ) -> dict[str, Any]:
-        if set(search_space) != set(self.space):  # not the study's space: leave it to the base
-            return self.base.sample_relative(study, trial, search_space)
-        first = self._propose(study, trial, relative=True)
-        if self.prior.mode == "soft":
-            pool = [first] + [
-                self._propose(study, trial, relative=False)
-                for _ in range(self.prior.candidates - 1)
-            ]
-            weights = self.prior.soft_weights(self.prior.evaluate(pool)["margin"], self.n_trials)
-            chosen = pool[int(self.rng.choice(len(pool), p=weights / weights.sum()))]
-        else:
-            chosen = self._restrict(study, trial, first)
-        return chosen
-
-    def _restrict(
-        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, first: dict[str, Any]
-    ) -> dict[str, Any]:
-        point = first
-        for attempt in range(REDRAWS + 1):
-            if self.prior.evaluate([point])["ok"][0]:
-                return point
-            if attempt < REDRAWS:
-                self.redraws += 1
-                point = self._propose(study, trial, relative=False)
-        self.repairs += 1
-        for candidate in (first, point):
-            if self.prior.strategy == "timescale":
-                fixed = self.prior.resample(candidate, self.rng)
-            else:
-                fixed = self.prior.repair(candidate)
-            if fixed is not None:
-                return fixed
-        assert self.prior.witness is not None  # found at creation, else the study was refused
-        return {**first, **self.prior.witness}
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: optuna.trial.FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self.base.sample_independent(study, trial, param_name, param_distribution)

@@ -97,6 +97,9 @@ class PriorSpec(Strict):
     c: Annotated[float, Field(gt=0, le=1e6)] | None = None
     #: bounds [lo, hi] on T·log m₁, the log gradient-norm growth over the bridge (restrict only)
     gradient_bounds: tuple[float, float] | None = None
+    #: bound on the LSTM cell state's second moment E[c²] at the fixed point, where tanh(c)
+    #: saturates (restrict only; docs/theory.md §5.2)
+    max_cell_moment: Annotated[float, Field(gt=0, le=1e12)] | None = None
     #: β of the soft prior's weight π(x)^(β/n)
     confidence: Annotated[float, Field(ge=0, le=1e6)] = 10.0
     #: width of the logistic π in log(c·ξ_C/T)

@@ -9,9 +9,10 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from meanfield import Config, Inputs, memory_check
+from meanfield import Config, Inputs, fixed_point, memory_check
 from meanfield.constants import MEASURED_C
-from service.prior import Prior, PriorSampler
+from service.prior import Prior
+from service.prior_sampler import PriorSampler
 from service.schemas import StudyCreate
 from service.search import study_prior, to_distribution
 from tests.support import specs
@@ -79,6 +80,57 @@ def test_restrict_with_gradient_bounds() -> None:
     got = prior.evaluate(points)
     assert got["ok"].all()
     assert (got["log_m1"] <= 0.0).all() and (got["log_m1"] >= -8.0).all()
+
+
+#: The practitioner's LSTM space (per-gate bias means, weight scales, bias spread) at T = 300.
+FULL = {
+    **{k: {"type": "float", "low": -3.0, "high": 3.0} for k in ("mu_i", "mu_o")},
+    "mu_f": {"type": "float", "low": -3.0, "high": 6.0},
+    "mu_g": {"type": "float", "low": -1.0, "high": 1.0},
+    **{k: {"type": "float", "low": 0.25, "high": 2.0} for k in ("nu", "sigma")},
+    "rho": {"type": "float", "low": 0.0, "high": 1.0},
+    "lr": SPACE["lr"],
+}
+FULL_TASK = {"name": "padded_digits", "T": 300, "options": {"padding": "noise"}}
+
+
+@pytest.mark.slow
+def test_restrict_with_a_cell_moment_bound_keeps_tanh_out_of_saturation() -> None:
+    """Without the bound, TPE's restricted proposals mostly have E[c²] far above 30 (the repair
+    raises mu_f, which lengthens the cell's accumulation); with it none does, and every point
+    still meets the time-scale criterion, both checked on the engine's full fixed point."""
+    names = [n for n in FULL if n != "lr"]
+    seen = {}
+    for bound in (None, 30.0):
+        prior = {"mode": "restrict", "calibrate": False, "max_cell_moment": bound}
+        s = spec(space=FULL, task=FULL_TASK, prior=prior)
+        points, _ = draw(s, optuna.samplers.TPESampler(seed=1), 30)
+        cfg = Config.from_flat("lstm", {n: np.array([p[n] for p in points]) for n in names})
+        fp = fixed_point(cfg, Inputs(R=1.0))
+        assert (fp.xi_c >= 300 / MEASURED_C["lstm"] * (1 - 1e-6)).all()
+        seen[bound] = fp.s_star
+    assert (seen[None] > 30.0).mean() > 0.5
+    assert (seen[30.0] <= 30.0 * (1 + 1e-6)).all()
+
+
+def test_a_cell_moment_bound_is_refused_where_it_means_nothing(client: TestClient) -> None:
+    """The bound is the LSTM's in restrict mode; elsewhere, or unreachable, a 422 naming it."""
+    bound = {"max_cell_moment": 30.0}
+    cases = [
+        spec(name="gru", cell="gru", space={"mu_z": SPACE["mu_f"], "lr": SPACE["lr"]}, prior=bound),
+        spec(name="soft", prior={"mode": "soft", **bound}),
+        spec(name="tight", space=FULL, task=FULL_TASK, prior={"max_cell_moment": 1e-6}),
+    ]
+    for body in cases:
+        r = client.post("/api/v1/studies", json=body.model_dump(mode="json"))
+        got = r.json()
+        assert r.status_code == 422 and got["field"] == "prior.max_cell_moment", r.text
+        assert got["detail"].startswith(
+            ("prior.max_cell_moment=30.0: ", "prior.max_cell_moment=1e-06: ")
+        )
+    r = client.post("/api/v1/studies", json={**specs.prior(), "prior": {"max_cell_moment": -1}})
+    assert r.status_code == 422 and "max_cell_moment" in r.text
+    assert client.get("/api/v1/studies").json() == []  # nothing stored
 
 
 def test_soft_weights_decay_as_trials_accumulate() -> None:

@@ -229,8 +229,9 @@ def test_claimed_trials_carry_the_theory_numbers(client: TestClient) -> None:
         stored = client.get(f"/api/v1/trials/{got['trial']['trial_id']}").json()
         assert stored["user_attrs"]["isotune_theory"] == theory
         # the key numbers also on their own, as optuna-dashboard's table sorts and filters them
-        for key in ("xi_c", "margin", "predicted_trainable", "T_log_m1"):
+        for key in ("xi_c", "margin", "predicted_trainable", "T_log_m1", "cell_moment"):
             assert stored["user_attrs"][key] == theory[key], key
+        assert theory["cell_moment"] > 0  # the LSTM's E[c²], with or without a bound
         assert stored["user_attrs"]["isotune_worker"] == "w"
 
 

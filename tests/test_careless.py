@@ -137,13 +137,15 @@ def test_a_typo_in_training_is_a_422_naming_it_from_the_cli(tmp_path: Path) -> N
     ],
 )
 def test_a_worker_that_cannot_work_says_why_in_seconds(args: list[str], named: str) -> None:
-    """A wrong URL or a missing device: exit 2 before any claim, within seconds (the worker's
-    retries are for a server that answered before)."""
+    """A wrong URL or a missing device: exit 2 before any claim, not after the retry window
+    (the worker's retries are for a server that answered before). The window is an hour and the
+    bound a tenth of it: a process start (torch included) that a loaded machine stretches tenfold
+    still passes, a worker that waits out its retries does not."""
     t0 = time.monotonic()
-    r = isotune("worker", "--study", "s", "--retry-seconds", "600", *args, timeout=60)
+    r = isotune("worker", "--study", "s", "--retry-seconds", "3600", *args, timeout=600)
     assert r.returncode == 2 and r.stderr.startswith(f"error: {named}"), r.stderr
     no_traceback(r.stderr)
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 360
 
 
 def test_a_worker_accepts_the_url_the_server_prints(tmp_path: Path) -> None:

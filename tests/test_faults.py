@@ -99,7 +99,7 @@ def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
         ):
             base = server.base
             # PostgreSQL is back within seconds; an orphan is reaped once older than the lease
-            c.create_study(spec("pgdown", lease_seconds=12))
+            c.create_study(spec("pgdown", lease_seconds=30))
             with (
                 worker(base, "a", "pgdown", retry=25) as a,
                 worker(base, "b", "pgdown", retry=25) as b,
@@ -116,7 +116,7 @@ def test_postgres_restarted_mid_study(tmp_path: Path) -> None:
             # orphans are reaped once older than the lease
             wait_for(
                 lambda: "RUNNING" not in [t["state"] for t in c.trials("pgdown")["trials"]],
-                60, "no trial left RUNNING", interval=0.5,
+                120, "no trial left RUNNING", interval=0.5,
             )  # fmt: skip
             check_study(c, "pgdown", logs, orphans_allowed=True)
             assert c.request("GET", "/ready")["status"] == "ready"

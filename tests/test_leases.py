@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import optuna
@@ -91,13 +91,13 @@ def test_the_reaper_takes_the_expired_active_leases_of_its_study_and_no_other(
     fails c and d, queues their parameters once each for a second attempt, leaves a and b as
     they are, and does not touch s2."""
     service = app.app.state.service
-    create(app, name="s1", lease_seconds=2.0, budget=8, retries=1)
-    create(app, name="s2", lease_seconds=2.0, budget=2, retries=1)
+    create(app, name="s1", lease_seconds=60, budget=8, retries=1)
+    create(app, name="s2", lease_seconds=60, budget=2, retries=1)
     a, b, c, d = (claim(app, w, "s1")["trial"] for w in ("wa", "wb", "wc", "wd"))
     e = claim(app, "we", "s2")["trial"]
     service.storage.set_trial_state_values(a["trial_id"], TrialState.COMPLETE, [0.25])
     assert post(app, b["trial_id"], "complete", w="wb", value=0.75).status_code == 200
-    time.sleep(2.2)  # (a claim reaps its study's expired leases: the claims fit in a lease)
+    expire_active_leases(app)  # every lease, s2's too
     with service.store.study_lock("s1"):
         assert service.leases.reap_expired("s1") == 3  # a, c and d were active and expired
         assert service.leases.reap_expired("s1") == 0  # nothing left to reap
@@ -125,22 +125,28 @@ def test_the_reaper_takes_the_expired_active_leases_of_its_study_and_no_other(
     assert names == {"s2"}
 
 
-def test_reports_renew_the_lease_before_it_runs_short(app: TestClient) -> None:
-    """Lease 2 s. A report 0.5 s in (1.5 s left, under 0.9 of a lease) renews it; with no
-    heartbeat after, the trial is still held 2.2 s in, and reaped once the renewed lease ends."""
+def test_reports_renew_the_lease_before_it_runs_short(
+    app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lease 2 s, on the service's clock moved by hand (no sleep that a loaded machine could
+    stretch past a margin): a report 0.5 s in (1.5 s left, under 0.9 of a lease) renews it; with
+    no heartbeat after, the trial is still held 2.2 s in, and reaped once the renewed lease ends."""
     service = app.app.state.service
+    clock = [datetime.now(UTC)]
+    monkeypatch.setattr("service.leases.now", lambda: clock[0])
     create(app, lease_seconds=2.0, budget=2, retries=0)
     t = claim(app, "w")["trial"]["trial_id"]
     first = expiry(leases(app)[t])
-    time.sleep(0.5)
+    assert first == clock[0] + timedelta(seconds=2)
+    clock[0] += timedelta(seconds=0.5)
     r = post(app, t, "report", w="w", values=[{"step": 0, "value": 0.1}])
     assert r.status_code == 200 and r.json() == {"prune": False, "state": "RUNNING"}, r.text
     renewed = expiry(leases(app)[t])
-    assert (renewed - first).total_seconds() > 0.4
-    time.sleep(max(0.0, (first - datetime.now(UTC)).total_seconds()) + 0.2)
+    assert renewed == first + timedelta(seconds=0.5)
+    clock[0] = first + timedelta(seconds=0.2)
     assert service.reaper.reap_all() == 0
     assert leases(app)[t].state == "active"
-    time.sleep(max(0.0, (renewed - datetime.now(UTC)).total_seconds()) + 0.1)
+    clock[0] = renewed + timedelta(seconds=0.1)
     assert service.reaper.reap_all() == 1
     # a report on the reaped trial tells its worker to stop, with the trial's state
     r = post(app, t, "report", w="w", values=[{"step": 1, "value": 0.2}])
@@ -241,6 +247,21 @@ def meanwhile(client: TestClient, column: str, *sql: str) -> Iterator[list[str]]
         yield fired
     finally:
         sa.event.remove(engine, "before_cursor_execute", before)
+
+
+def expire_active_leases(client: TestClient) -> None:
+    """Every active lease made an hour overdue, at once: an expiry without a sleep that a loaded
+    machine could stretch past the claims made before it (the claims reap their study too)."""
+    engine = client.app.state.service.sessions.kw["bind"]
+    earlier = (
+        "expires_at - interval '1 hour'"
+        if engine.dialect.name == "postgresql"
+        else "datetime(expires_at, '-1 hour')"
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE isotune_leases SET expires_at = {earlier} WHERE state = 'active'"
+        )
 
 
 def test_a_heartbeat_reads_the_lease_afresh_and_keeps_the_new_expiry(app: TestClient) -> None:
@@ -347,9 +368,9 @@ def test_what_changes_between_the_reapers_read_and_its_write_is_respected(
     second finished by its worker. Only the third is taken: failed and queued again; the first
     stays active with its trial running, the second stays finished."""
     service = app.app.state.service
-    create(app, lease_seconds=0.3, budget=6, retries=2, pruner="none")
+    create(app, lease_seconds=60, budget=6, retries=2, pruner="none")
     a, b, c = (claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb", "wc"))
-    time.sleep(0.5)
+    expire_active_leases(app)
     later = (
         "expires_at + interval '1 hour'"
         if service.sessions.kw["bind"].dialect.name == "postgresql"
@@ -374,9 +395,9 @@ def test_a_trial_finished_during_the_reap_leaves_the_others_to_the_reaper(
     """Two expired leases; the first trial the reaper reads is completed by its worker right
     after the read. It stands, unqueued; the other trial is still failed and queued again."""
     service = app.app.state.service
-    create(app, lease_seconds=0.3, budget=6, retries=2, pruner="none")
+    create(app, lease_seconds=60, budget=6, retries=2, pruner="none")
     ids = [claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb")]
-    time.sleep(0.5)
+    expire_active_leases(app)
     storage = service.storage
     get_trial, seen = storage.get_trial, []
 

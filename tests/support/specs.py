@@ -66,7 +66,7 @@ def gru(**changes: object) -> dict:
 
 def trained(name: str, **changes: object) -> dict:
     """A study real workers train: an LSTM on ``padded_digits`` (T = 20), restricted by the
-    prior, a 3 s lease and two retries."""
+    prior, a 6 s lease (heartbeats every 2 s: a loaded machine may delay one) and two retries."""
     base = {
         "name": name,
         "cell": "lstm",
@@ -79,7 +79,7 @@ def trained(name: str, **changes: object) -> dict:
         "pruner": "none",
         "budget": 4,
         "seed": 0,
-        "lease_seconds": 3,
+        "lease_seconds": 6,
         "retries": 2,
         "training": TRAINING,
         "prior": {"mode": "restrict"},

@@ -261,8 +261,10 @@ def test_the_readme_service_walkthrough_runs_as_written(tmp_path: Path) -> None:
             banner = tmp_path / "server.log"  # (the server must not hold the captured output)
             script[-1] = command.removesuffix("&") + f"> {banner} 2>&1 &"
             script.append(f"echo $! > {tmp_path}/server.pid")
-            script.append(f"for i in $(seq 150); do curl -s -o /dev/null http://127.0.0.1:{port}"
+            script.append(f"for i in $(seq 600); do curl -s -o /dev/null http://127.0.0.1:{port}"
                           "/api/v1/health && break; sleep 0.2; done")  # fmt: skip
+            script.append(f"curl -sf -o /dev/null http://127.0.0.1:{port}/api/v1/health"
+                          " || { echo 'the server did not come up' >&2; exit 1; }")  # fmt: skip
     pid_file = tmp_path / "server.pid"
     try:
         run = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True,

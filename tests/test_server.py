@@ -262,7 +262,7 @@ def test_isotune_dashboard_serves_the_service_database(tmp_path: Path) -> None:
 
         r = wait_for(answered, 60, "isotune dashboard to answer")
         assert r.headers["www-authenticate"].startswith("Basic ")
-        h = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=5)
+        h = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30)
         with h:
             for bad in (("anyone", "isotune_guess"), ("anyone", "")):
                 assert h.get("/dashboard", auth=bad).status_code == 401

@@ -3,11 +3,11 @@ proposes them.
 
 A study's ``prior`` names a mode:
 
-- ``restrict``: every trial handed out satisfies T ≤ c·ξ_C (docs/theory.md §5; ξ_C the memory time
-of
-  the initialization, T the task's bridge) and, when ``gradient_bounds`` are set, lo ≤ T·log m₁ ≤ hi
-  (the log of the mean squared singular value of the T-step Jacobian); when ``max_cell_moment``
-  is set (LSTM), the cell state's second moment s* = E[c²] ≤ it (tanh(c) not saturated).
+- ``restrict``: every trial handed out satisfies T ≤ c·ξ_C (docs/theory.md §5; ξ_C the memory
+  time of the initialization, T the task's bridge) and, when ``gradient_bounds`` are set,
+  lo ≤ T·log m₁ ≤ hi (the log of the mean squared singular value of the T-step Jacobian); when
+  ``max_cell_moment`` is set (LSTM), the cell state's second moment s* = E[c²] ≤ it (tanh(c) not
+  saturated).
 - ``soft``: the base sampler proposes ``candidates`` points; one is drawn with probability ∝
   π(x)^(β/n) (πBO, Hvarfner et al., ICLR 2022), π(x) = sigmoid(log(c·ξ_C/T) / width), β the
   ``confidence`` and n the number of trials so far. The weight tends to 1 as trials accumulate, so a

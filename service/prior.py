@@ -54,7 +54,6 @@ from meanfield import (
     fixed_point,
     isometry,
     memory_and_cell_moment,
-    memory_time_scale,
 )
 from meanfield.constants import MEASURED_C
 from meanfield.params import CELLS, split_name
@@ -146,10 +145,8 @@ class Prior:
         """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded) and feasibility per point."""
         cfg = self.config(points)
         out: dict[str, np.ndarray] = {}
-        if self.max_cell_moment is not None and self.gradient_bounds is None:
+        if self.gradient_bounds is None:  # s* comes from ξ_C's own solve: no extra cost
             xi, out["cell_moment"], _ = memory_and_cell_moment(cfg, self.inputs)
-        elif self.gradient_bounds is None:
-            xi, _ = memory_time_scale(cfg, self.inputs)
         else:
             fp = fixed_point(cfg, self.inputs)
             xi = fp.xi_c
@@ -159,13 +156,18 @@ class Prior:
         with np.errstate(divide="ignore", invalid="ignore"):
             out["margin"] = np.log(np.maximum(xi, 0.0) * self.c / self.T)
         ok = np.isfinite(xi) & (xi >= self.required)
+        out["xi_c"], out["ok"] = xi, self.within_bounds(ok, out.get("log_m1"), out["cell_moment"])
+        return out
+
+    def within_bounds(self, ok: Any, log_m1: Any, cell_moment: Any) -> Any:
+        """``ok`` (arrays or a bool) and the optional bounds: lo ≤ T·log m₁ ≤ hi and E[c²] ≤
+        ``max_cell_moment``, each where set."""
         if self.gradient_bounds is not None:
             lo, hi = self.gradient_bounds
-            ok &= (out["log_m1"] >= lo) & (out["log_m1"] <= hi)
+            ok = ok & (log_m1 >= lo) & (log_m1 <= hi)
         if self.max_cell_moment is not None:
-            ok &= out["cell_moment"] <= self.max_cell_moment
-        out["xi_c"], out["ok"] = xi, ok
-        return out
+            ok = ok & (cell_moment <= self.max_cell_moment)
+        return ok
 
     def density(self, margin: np.ndarray) -> np.ndarray:
         """π(x): a logistic in the margin log(c·ξ_C/T), ½ on the boundary."""
@@ -251,12 +253,7 @@ class Prior:
         iso = isometry(fp.m1, fp.m2, self.T, fp.unit_moments)
         xi = float(fp.xi_c[0])
         margin = math.log(xi * self.c / self.T) if xi > 0 else -math.inf
-        ok = xi >= self.required
-        if self.gradient_bounds is not None:
-            lo, hi = self.gradient_bounds
-            ok = ok and lo <= float(iso.log_m1[0]) <= hi
-        if self.max_cell_moment is not None:
-            ok = ok and float(fp.s_star[0]) <= self.max_cell_moment
+        ok = self.within_bounds(xi >= self.required, iso.log_m1[0], fp.s_star[0])
         return {
             "xi_c": _finite(xi),
             "m1": _finite(float(fp.m1[0])),

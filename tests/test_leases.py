@@ -249,16 +249,19 @@ def meanwhile(client: TestClient, column: str, *sql: str) -> Iterator[list[str]]
         sa.event.remove(engine, "before_cursor_execute", before)
 
 
+def expiry_moved(client: TestClient, hours: int) -> str:
+    """SQL for a lease's expiry moved by ``hours``, in the service database's dialect."""
+    engine = client.app.state.service.sessions.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        return f"expires_at + interval '{hours} hour'"
+    return f"datetime(expires_at, '{hours:+d} hour')"
+
+
 def expire_active_leases(client: TestClient) -> None:
     """Every active lease made an hour overdue, at once: an expiry without a sleep that a loaded
     machine could stretch past the claims made before it (the claims reap their study too)."""
-    engine = client.app.state.service.sessions.kw["bind"]
-    earlier = (
-        "expires_at - interval '1 hour'"
-        if engine.dialect.name == "postgresql"
-        else "datetime(expires_at, '-1 hour')"
-    )
-    with engine.begin() as conn:
+    earlier = expiry_moved(client, -1)
+    with client.app.state.service.sessions.kw["bind"].begin() as conn:
         conn.exec_driver_sql(
             f"UPDATE isotune_leases SET expires_at = {earlier} WHERE state = 'active'"
         )
@@ -371,12 +374,9 @@ def test_what_changes_between_the_reapers_read_and_its_write_is_respected(
     create(app, lease_seconds=60, budget=6, retries=2, pruner="none")
     a, b, c = (claim(app, w)["trial"]["trial_id"] for w in ("wa", "wb", "wc"))
     expire_active_leases(app)
-    later = (
-        "expires_at + interval '1 hour'"
-        if service.sessions.kw["bind"].dialect.name == "postgresql"
-        else "datetime(expires_at, '+1 hour')"
+    renew = (
+        f"UPDATE isotune_leases SET expires_at = {expiry_moved(app, 1)} WHERE trial_id = {int(a)}"
     )
-    renew = f"UPDATE isotune_leases SET expires_at = {later} WHERE trial_id = {int(a)}"
     finish = f"UPDATE isotune_leases SET state = 'finished' WHERE trial_id = {int(b)}"
     with meanwhile(app, "state", renew, finish) as fired:
         assert service.leases.reap_expired("s1") == 1

@@ -18,6 +18,10 @@ LSTM classifying digits followed by T steps of noise). Arms:
 - ``i``, ``j``: ``restrict`` and ``soft`` calibrated, starting from the outcomes of the same seed's
   ``g`` / ``h`` study (``prior.calibrate_from``, empirical Bayes): a user's second study of the
   task with the same c, in the store where the first ran; they run once the others have finished;
+- ``n``: ``restrict`` calibrated from a short study of the same seed (arm ``g``'s study at
+  ``--source-T``, ``--source-steps``, ``--source-trials``): a user who first runs the cheap short
+  task and then the long one from its outcomes; the model then has the fixed-point moments s*, q*
+  to go on besides ξ_C (``service.calibration``). The short study's cost is reported beside it;
 - ``r``, ``s``: references for a misspecified c: ``restrict`` and ``soft`` with the measured c
   (fixed), whatever ``--c-scale`` says, run in the same run as the misspecified arms.
 
@@ -80,6 +84,7 @@ ARMS = {
     "m": "TPE, prior restrict, cell state E[c²] ≤ 30",
     "i": "TPE, prior restrict, calibrated from the seed's g study",
     "j": "TPE, prior soft, calibrated from the seed's h study",
+    "n": "TPE, prior restrict, calibrated from a short-T study",
     "r": "TPE, prior restrict, measured c (reference)",
     "s": "TPE, prior soft, measured c (reference)",
 }
@@ -87,6 +92,9 @@ ARMS = {
 #: (``prior.calibrate_from``): a user's second study of the task, in the store where the first
 #: ran, with the same (misspecified) c. They run after the first phase has finished.
 SECOND = {"i": "g", "j": "h"}
+#: Arms whose study starts from a study of the same seed at a shorter T (``--source-T``), which
+#: runs first with the named arm's prior.
+SOURCED = {"n": "g"}
 #: The reference arm of each arm under a misspecified c (same mode, the measured c).
 REFERENCE = {"d": "r", "e": "s", "g": "r", "h": "s", "i": "r", "j": "s"}
 LR = {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}
@@ -153,6 +161,18 @@ def pruning(args: argparse.Namespace) -> dict:
     }
 
 
+def source_name(seed: int, args: argparse.Namespace) -> str:
+    return f"src-s{seed}{args.suffix}"
+
+
+def source_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The settings of the short studies the sourced arms start from."""
+    return argparse.Namespace(
+        **{**vars(args), "T": args.source_T, "steps": args.source_steps,
+           "trials": args.source_trials}
+    )  # fmt: skip
+
+
 def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
     training = {"hidden": 64, "batch_size": 32, "steps": args.steps, "eval_every": args.steps // 10}
     spec = {
@@ -190,6 +210,8 @@ def arm_spec(arm: str, seed: int, args: argparse.Namespace) -> dict:
     if arm in SECOND:
         source = f"{SECOND[arm]}-s{seed}{args.suffix}"
         priors[arm] = {**priors[SECOND[arm]], "calibrate_from": [source]}
+    if arm in SOURCED:
+        priors[arm] = {**priors[SOURCED[arm]], "calibrate_from": [source_name(seed, args)]}
     # every other arm searches without the prior, said outright: a spec that names no prior gets
     # restrict when its space holds the memory-gate bias
     spec["prior"] = priors.get(arm, {"mode": "off"})
@@ -259,6 +281,9 @@ def main() -> None:
                     help="small: memory-gate bias and nu; full: per-gate bias means, nu, sigma, "
                     "rho")  # fmt: skip
     ap.add_argument("--pruner", choices=("threshold", "hyperband"), default=DEFAULTS["pruner"])
+    ap.add_argument("--source-T", type=int, default=100, help="arm n: the short study's T")
+    ap.add_argument("--source-steps", type=int, default=500)
+    ap.add_argument("--source-trials", type=int, default=20)
     ap.add_argument("--trained", type=float, default=0.55)
     ap.add_argument("--target", type=float, default=0.7)
     ap.add_argument("--suffix", default="")
@@ -290,13 +315,22 @@ def main() -> None:
     refused: dict[str, str] = {}
     try:
         wait_healthy(base, server)
-        phases = [[a for a in args.arms if a not in SECOND], [a for a in args.arms if a in SECOND]]
+        sourced = sorted({SOURCED[a] for a in args.arms if a in SOURCED})
+        phases = [
+            [f"src-{a}" for a in sourced],
+            [a for a in args.arms if a not in SECOND],
+            [a for a in args.arms if a in SECOND],
+        ]
         for phase, arms in enumerate(phases):
             mine: list[str] = []
             with Client(base, retry_seconds=10) as c:
                 for arm in arms:
                     for seed in range(args.seeds):
-                        spec = arm_spec(arm, seed, args)
+                        if arm.startswith("src-"):  # a short study the sourced arms start from
+                            spec = arm_spec(arm[4:], seed, source_args(args))
+                            spec["name"] = source_name(seed, args)
+                        else:
+                            spec = arm_spec(arm, seed, args)
                         try:
                             c.create_study(spec)
                         except ApiError as e:  # restrict refuses a space with no feasible point
@@ -317,10 +351,19 @@ def main() -> None:
                 p.wait()
         per_arm: dict[str, list[dict]] = {arm: [] for arm in args.arms if arm not in refused}
         with Client(base, retry_seconds=10) as c:
-            for (arm, _seed), name in names.items():
+            for (arm, seed), name in names.items():
+                if arm not in per_arm:
+                    continue  # a short study, reported with the arm it was the source of
                 got = c.trials(name, limit=1000)["trials"]
                 run = summarize(got, args)
                 run["calibration"] = final_calibration(c, name, got)
+                if arm in SOURCED:  # what the short study it started from cost
+                    src = summarize(c.trials(source_name(seed, args), limit=1000)["trials"],
+                                    source_args(args))  # fmt: skip
+                    run["source"] = {
+                        "T": args.source_T, "steps": src["steps_curve"][-1],
+                        "seconds": src["seconds"], "trained": src["trained"],
+                    }  # fmt: skip
                 per_arm[arm].append(run)
     except BaseException:
         print(f"the server's and workers' logs are kept in {work}", file=sys.stderr)
@@ -409,7 +452,7 @@ def reference_lines(report: dict) -> list[str]:
 
 
 #: Theory arms held to the issue's targets against TPE over the full space (b) and chrono (k).
-THEORY_ARMS = "deghm"
+THEORY_ARMS = "deghmn"
 
 
 def steps_lines(report: dict) -> list[str]:
@@ -444,8 +487,20 @@ def steps_lines(report: dict) -> list[str]:
             "| theory arm | baseline | baseline's median | theory arm's median | ratio |",
             "|---|---|---|---|---|",
         ]
-    for theory, base in pairs:
-        mine = statistics.median(r["steps_to_target"] for r in arms[theory]["runs"])
+    rows = [
+        (t, base, [r["steps_to_target"] for r in arms[t]["runs"]], ARMS[t]) for t, base in pairs
+    ]
+    for t, base in pairs:  # a sourced arm once more with its short study's steps added (a
+        runs = arms[t]["runs"]  # step costs about T: each short step weighs T_short/T)
+        if all("source" in r for r in runs):
+            T = report["args"]["T"]
+            costs = [
+                r["steps_to_target"] + r["source"]["steps"] * r["source"]["T"] / T for r in runs
+            ]
+            label = f"{ARMS[t]}, with its short study's steps, each weighted T_short/T"
+            rows.append((t, base, costs, label))
+    for theory, base, per_seed, label in rows:
+        mine = statistics.median(per_seed)
         theirs = statistics.median(r["steps_to_target"] for r in arms[base]["runs"])
         if math.isinf(mine):
             ratio = "theory arm never reaches it"
@@ -454,7 +509,7 @@ def steps_lines(report: dict) -> list[str]:
             ratio = f"> {spent / mine:.2f}"
         else:
             ratio = f"{theirs / mine:.2f}"
-        out.append(f"| {theory}: {ARMS[theory]} | {base}: {ARMS[base]} | {trials(theirs)} | "
+        out.append(f"| {theory}: {label} | {base}: {ARMS[base]} | {trials(theirs)} | "
                    f"{trials(mine)} | {ratio} |")  # fmt: skip
     return out
 

@@ -21,7 +21,7 @@ __all__ = [
     "FixedPointResult",
     "MemoryCheck",
     "fixed_point",
-    "memory_and_cell_moment",
+    "memory_and_moments",
     "memory_check",
     "memory_time_scale",
     "theory_for",
@@ -217,16 +217,16 @@ def memory_time_scale(
     Skips the single-example slope and the Jacobian moments; a looser default tolerance suffices
     for a time scale (relative error far below 1e-6).
     """
-    xi, _, converged = memory_and_cell_moment(cfg, inputs, tol=tol)
+    xi, _, _, converged = memory_and_moments(cfg, inputs, tol=tol)
     return xi, converged
 
 
-def memory_and_cell_moment(
+def memory_and_moments(
     cfg: Config, inputs: Inputs | None = None, *, tol: float = 1e-11
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ξ_C, s*, converged): :func:`memory_time_scale` with the LSTM cell state's second moment at
-    the fixed point, s* = E[c²] (NaN for the other cells), from the same solve (docs/theory.md
-    §5.2)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ξ_C, s*, q*, converged): :func:`memory_time_scale` with two moments at the fixed point
+    from the same solve: the LSTM cell state's s* = E[c²] (NaN for the other cells) and the
+    hidden state's q* = E[h²] (docs/theory.md §5.2)."""
     inputs = inputs or Inputs()
     th = theory_for(cfg, inputs)
     single, sol = _solve_single(th, tol)
@@ -234,7 +234,8 @@ def memory_and_cell_moment(
     xi = time_scale(chi_c).reshape(cfg.shape)
     s = single.get("s")
     s_star = np.full(cfg.shape, np.nan) if s is None else np.asarray(s, float).reshape(cfg.shape)
-    return xi, s_star, (sol.converged & conv_c).reshape(cfg.shape)
+    q_star = np.asarray(single["q"], float).reshape(cfg.shape)
+    return xi, s_star, q_star, (sol.converged & conv_c).reshape(cfg.shape)
 
 
 @dataclass(frozen=True)

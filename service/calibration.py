@@ -4,21 +4,31 @@ to a study's outcomes by Bayesian logistic regression (docs/theory.md §5).
 The rule "trainable when T ≤ c·ξ_C" is a step in u = log(T/ξ_C) at log c. The model softens it
 into a logistic whose parameters are learnt:
 
-    logit P(trained) = a + b·v + q·v² + g·(T·log m₁),   v = u − log c₀
+    logit P(trained) = a + b·v + q·v² + g·(T·log m₁) + h_s·max(0, log(s*/s₀))
+                       + h_q·min(0, log(q*/q₀)),      v = u − log c₀
+
+with s* = E[c²] (the LSTM's cell state) and q* = E[h²] (the hidden state) at the fixed point
+(docs/theory.md §5.4): the memory time judges the memory gate, the two moments the gates that fill
+and read the memory. Each moment counts on one side of a knee (:data:`FEATURE_KNEE`) only: a cell
+state past s₀ saturates tanh, a hidden state below q₀ gives the readout little; an empty cell or
+a loud hidden state earns nothing (a straight line in log s* would reward a cell that holds
+nothing). A moment the cell does not have (the GRU's s*) counts as at its knee.
 
 - Before any outcome it equals the rule with the study's c₀: the prior is a Gaussian centred on
-  a = 0, b = −1/w, q = 0, g = 0 (w: the width of the logistic in u, the soft prior's ``width``),
-  with stated spreads (:data:`PRIOR_SD`): the edge log c may move by about 2 (a factor e²)
-  either way before the data have a say, the slope by half its size.
+  a = 0, b = −1/w, q = 0, g = h_s = h_q = 0 (w: the width of the logistic in u, the soft
+  prior's ``width``), with stated spreads (:data:`PRIOR_SD`): the edge log c may move by about
+  2 (a factor e²) either way before the data have a say, the slope by half its size.
 - A negative q lets the trainable set be a band in u: too long a memory (ξ_C ≫ T) can fail too.
 - The posterior is the Laplace approximation at the maximum a posteriori (Newton's method on the
   log posterior, which is concave): a Gaussian with the inverse Hessian as covariance. A point's
   probability averages the logistic over it (the probit approximation of MacKay 1992); its lower
   credible bound uses the logit's posterior spread.
-- The edge ``c`` (where the logit crosses 0 on the falling side, T·log m₁ = 0) and its interval
-  come from draws of the posterior.
+- The edge ``c`` (where the logit crosses 0 on the falling side, T·log m₁ = 0, moments at their
+  knees) and its interval come from draws of the posterior. Each point also has its own edge
+  (:meth:`TrainabilityModel.edge_logs`: the moments move it), which a calibrated ``restrict``
+  gates by.
 
-An outcome is (u, T·log m₁, trained): ``trained`` from the study's own threshold (see
+An outcome is (u, T·log m₁, trained, the moments): ``trained`` from the study's own threshold (see
 :func:`outcome`); a failed trial counts as nothing. numpy only: the service fits it, and anyone
 may fit it on exported outcomes.
 """
@@ -37,16 +47,23 @@ __all__ = [
     "Calibration",
     "Posterior",
     "TrainabilityModel",
+    "acceptance_model",
     "add_outcomes",
     "calibrate",
+    "features",
     "outcome",
     "source_prior",
     "trained_threshold",
 ]
 
-#: Prior standard deviations of (a, b, q, g): a, b and q in units of the rule's slope 1/w (a: the
-#: edge's shift in log c), g in logit units per unit of T·log m₁.
-PRIOR_SD = (2.0, 0.5, 0.1, 0.5)
+#: Prior standard deviations of (a, b, q, g, h_s, h_q): a, b and q in units of the rule's slope
+#: 1/w (a: the edge's shift in log c), g in logit units per unit of T·log m₁, h_s and h_q per unit
+#: of log s* and log q* past their knees (a moment tenfold past may move the logit by about 1
+#: before the data speak).
+PRIOR_SD = (2.0, 0.5, 0.1, 0.5, 0.5, 0.5)
+#: The moments' knees (s₀, q₀): a cell state of variance 10 (|c| ≈ 3, where tanh is flat) and a
+#: hidden state of second moment 0.2.
+FEATURE_KNEE = (10.0, 0.2)
 #: Draws of the posterior for the interval of c.
 DRAWS = 4000
 
@@ -66,7 +83,7 @@ def outcome(
 
 @dataclass
 class Posterior:
-    """A Gaussian over (a, b, q, g)."""
+    """A Gaussian over (a, b, q, g, h_s, h_q)."""
 
     mean: np.ndarray
     cov: np.ndarray
@@ -74,9 +91,12 @@ class Posterior:
     #: log c₀, the centre of the design (v = u − center)
     center: float = 0.0
 
-    def logit(self, u: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The logit's posterior mean and standard deviation at each point."""
-        X = _design(np.asarray(u, float) - self.center, grad)
+    def logit(
+        self, u: np.ndarray, grad: np.ndarray, feats: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The logit's posterior mean and standard deviation at each point (``feats``: the
+        moments past their knees, :func:`features`; None: at their knees)."""
+        X = _design(np.asarray(u, float) - self.center, grad, feats)
         mu = X @ self.mean
         var = np.einsum("ij,jk,ik->i", X, self.cov, X)
         return mu, np.sqrt(np.maximum(var, 0.0))
@@ -84,7 +104,7 @@ class Posterior:
 
 @dataclass
 class TrainabilityModel:
-    """P(trained | u = log(T/ξ_C), T·log m₁) for one study; see the module's docstring.
+    """P(trained | u = log(T/ξ_C), T·log m₁, s*, q*) for one study; see the module's docstring.
 
     ``c`` and ``width``: the rule the prior is centred on (the study's c and the soft prior's
     width in log units).
@@ -92,7 +112,7 @@ class TrainabilityModel:
 
     c: float
     width: float = 0.5
-    outcomes: list[tuple[float, float, bool]] = field(default_factory=list)
+    outcomes: list[tuple[float, float, bool, float, float]] = field(default_factory=list)
     #: a prior fitted elsewhere (other studies' outcomes: :func:`source_prior`) instead of the rule
     base: Posterior | None = None
     _posterior: Posterior | None = None
@@ -102,15 +122,25 @@ class TrainabilityModel:
         if self.base is not None:
             return self.base
         s = 1.0 / self.width
-        mean = np.array([0.0, -s, 0.0, 0.0])
-        sd = np.array(PRIOR_SD) * np.array([s, s, s, 1.0])
+        mean = np.array([0.0, -s, 0.0, 0.0, 0.0, 0.0])
+        sd = np.array(PRIOR_SD) * np.array([s, s, s, 1.0, 1.0, 1.0])
         return Posterior(mean, np.diag(sd**2), math.log(self.c))
 
-    def add(self, u: float, grad: float, trained: bool) -> None:
-        """One outcome (a point with infinite u, ξ_C = 0, is clipped to the far side)."""
+    def add(
+        self,
+        u: float,
+        grad: float,
+        trained: bool,
+        cell_moment: float | None = None,
+        hidden_moment: float | None = None,
+    ) -> None:
+        """One outcome (a point with infinite u, ξ_C = 0, is clipped to the far side; a moment
+        that is missing counts as at its knee)."""
         if not (math.isfinite(grad)):
             grad = 0.0
-        self.outcomes.append((float(np.clip(u, -20.0, 20.0)), float(grad), bool(trained)))
+        fs, fq = features([cell_moment], [hidden_moment])[0]
+        u = float(np.clip(u, -20.0, 20.0))
+        self.outcomes.append((u, float(grad), bool(trained), float(fs), float(fq)))
         self._posterior = None
 
     @property
@@ -123,8 +153,8 @@ class TrainabilityModel:
         prior = self.prior
         if not self.outcomes:
             return prior
-        u, g, y = (np.array(col, float) for col in zip(*self.outcomes, strict=True))
-        X = _design(u - prior.center, g)
+        u, g, y, fs, fq = (np.array(col, float) for col in zip(*self.outcomes, strict=True))
+        X = _design(u - prior.center, g, np.column_stack([fs, fq]))
         precision = np.linalg.inv(prior.cov)
 
         def log_posterior(w: np.ndarray) -> float:
@@ -150,30 +180,52 @@ class TrainabilityModel:
         hess = X.T @ (X * (p * (1 - p))[:, None]) + precision
         return Posterior(w, np.linalg.inv(hess), prior.center)
 
-    def probability(self, u: Sequence[float], grad: Sequence[float] | None = None) -> np.ndarray:
+    def probability(
+        self,
+        u: Sequence[float],
+        grad: Sequence[float] | None = None,
+        feats: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The posterior probability that each point trains (the logistic averaged over the
         posterior, by the probit approximation)."""
         u_arr = np.clip(np.asarray(u, float), -20.0, 20.0)
         g_arr = np.zeros_like(u_arr) if grad is None else np.nan_to_num(np.asarray(grad, float))
-        mu, sd = self.posterior.logit(u_arr, g_arr)
+        mu, sd = self.posterior.logit(u_arr, g_arr, feats)
         return _sigmoid(mu / np.sqrt(1.0 + math.pi * sd**2 / 8.0))
 
     def lower_bound(
-        self, u: Sequence[float], grad: Sequence[float] | None = None, z: float = 1.0
+        self,
+        u: Sequence[float],
+        grad: Sequence[float] | None = None,
+        z: float = 1.0,
+        feats: np.ndarray | None = None,
     ) -> np.ndarray:
         """A lower credible bound of each point's probability of training (the logit's mean
         minus ``z`` posterior standard deviations: z = 1, about 84 % one-sided)."""
         u_arr = np.clip(np.asarray(u, float), -20.0, 20.0)
         g_arr = np.zeros_like(u_arr) if grad is None else np.nan_to_num(np.asarray(grad, float))
-        mu, sd = self.posterior.logit(u_arr, g_arr)
+        mu, sd = self.posterior.logit(u_arr, g_arr, feats)
         return _sigmoid(mu - z * sd)
 
     def edge_at(self, p: float) -> float:
         """The c at which the posterior mean logit equals logit(``p``) on the falling side
         (T·log m₁ = 0): points with log(T/ξ_C) below log c reach ``p``. NaN if none does."""
-        a, b, q, _ = self.posterior.mean
+        a, b, q = self.posterior.mean[:3]
         root = _falling_root(a - math.log(p / (1.0 - p)), b, q)
         return math.exp(root + self.posterior.center) if math.isfinite(root) else math.nan
+
+    def edge_logs(self, p: float, feats: np.ndarray, grad: np.ndarray | None = None) -> np.ndarray:
+        """Each point's own log c at which the posterior mean logit equals logit(``p``) on the
+        falling side, its moments (``feats``, :func:`features`) and T·log m₁ (``grad``, default 0)
+        shifting the intercept: a point trains with probability ≥ ``p`` when log(T/ξ_C) is below
+        it. Clipped to ±20 about the centre; NaN where no u reaches ``p`` (a band that never
+        does)."""
+        w = self.posterior.mean
+        feats = np.asarray(feats, float).reshape(-1, 2)
+        g = np.zeros(len(feats)) if grad is None else np.nan_to_num(np.asarray(grad, float))
+        a = w[0] + w[3] * g + feats @ w[4:6] - math.log(p / (1.0 - p))
+        roots = _falling_roots(a, float(w[1]), float(w[2]))
+        return roots + self.posterior.center
 
     def edge(self, level: float = 0.68, seed: int = 0) -> tuple[float, float, float]:
         """The fitted c: exp of the u where the logit falls through 0 (T·log m₁ = 0), as the
@@ -181,7 +233,7 @@ class TrainabilityModel:
         rng = np.random.default_rng(seed)
         post = self.posterior
         draws = rng.multivariate_normal(post.mean, post.cov, size=DRAWS)
-        roots = np.array([_falling_root(a, b, q) for a, b, q, _ in draws])
+        roots = np.array([_falling_root(a, b, q) for a, b, q, *_ in draws])
         roots = roots[np.isfinite(roots)]
         if not roots.size:
             return (math.nan, math.nan, math.nan)
@@ -190,13 +242,43 @@ class TrainabilityModel:
         return (math.exp(mid), math.exp(lo), math.exp(hi))
 
 
-def _design(u: np.ndarray, grad: np.ndarray) -> np.ndarray:
+def features(cell_moment: Sequence[Any], hidden_moment: Sequence[Any]) -> np.ndarray:
+    """The moments as the model sees them: (max(0, log(s*/s₀)), min(0, log(q*/q₀))) per point,
+    clipped to ±20; 0 where a moment is missing or NaN (a moment of 0 is as far below its knee as
+    the clip allows)."""
+
+    def logs(values: Sequence[Any], knee: float) -> np.ndarray:
+        x = np.array([np.nan if v is None else float(v) for v in values], float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.clip(np.log(np.maximum(x, 0.0) / knee), -20.0, 20.0)
+        return np.where(np.isnan(out), 0.0, out)
+
+    s0, q0 = FEATURE_KNEE
+    fs, fq = logs(cell_moment, s0), logs(hidden_moment, q0)
+    return np.column_stack([np.maximum(fs, 0.0), np.minimum(fq, 0.0)])
+
+
+def _design(u: np.ndarray, grad: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
     u = np.asarray(u, float)
-    return np.column_stack([np.ones_like(u), u, u**2, np.asarray(grad, float)])
+    f = np.zeros((len(u), 2)) if feats is None else np.asarray(feats, float).reshape(len(u), 2)
+    return np.column_stack([np.ones_like(u), u, u**2, np.asarray(grad, float), f])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _falling_roots(a: np.ndarray, b: float, q: float) -> np.ndarray:
+    """:func:`_falling_root` for many intercepts, without its range check: roots clipped to
+    ±20 (a point past the far side is on that side), NaN where there is none."""
+    a = np.asarray(a, float)
+    if abs(q) < 1e-12:
+        return np.clip(-a / b, -20.0, 20.0) if b < 0 else np.full_like(a, np.nan)
+    with np.errstate(invalid="ignore"):
+        sq = np.sqrt(b * b - 4 * q * a)
+    # the larger root with the logit falling there: b + 2 q u = ∓sq, falling for +sq's partner
+    root = (-b - sq) / (2 * q)
+    return np.clip(root, -20.0, 20.0)
 
 
 def _falling_root(a: float, b: float, q: float) -> float:
@@ -262,9 +344,12 @@ def add_outcomes(
     threshold: float,
     maximize: bool,
     trials: Sequence[tuple[str, float | None, dict | None]],
+    gradient: bool = True,
 ) -> int:
     """Add a study's finished trials, each (state, value, theory numbers), to ``model``;
-    returns how many trained."""
+    returns how many trained. ``gradient``: with each trial's T·log m₁; False: at 0, for a study
+    whose prior does not compute it for the points it judges (no ``gradient_bounds``), since a
+    model fitted on it and read at 0 extrapolates (T·log m₁ reaches −50 and beyond at T = 300)."""
     trained = 0
     for state, value, theory in trials:
         if not theory or theory.get("xi_c") is None:
@@ -275,7 +360,8 @@ def add_outcomes(
             continue
         xi = float(theory["xi_c"])
         u = math.log(theory["T"] / xi) if xi > 0 else 20.0
-        model.add(u, float(theory.get("T_log_m1") or 0.0), got)
+        grad = float(theory.get("T_log_m1") or 0.0) if gradient else 0.0
+        model.add(u, grad, got, theory.get("cell_moment"), theory.get("hidden_moment"))
         trained += got
     return trained
 
@@ -290,13 +376,14 @@ def calibrate(
     base: Posterior | None = None,
     sources: Sequence[str] = (),
     source_outcomes: int = 0,
+    gradient: bool = True,
 ) -> tuple[Calibration, TrainabilityModel]:
     """Fit the trainability model to a study's finished trials, each (state, value, theory
     numbers), from the rule (or from ``base``, other studies' posterior); the c it hands out
     from is where the posterior reaches ``p_min`` (kept within [c0/100, 100·c0]), or the prior's
-    while no trial has trained."""
+    while no trial has trained. ``gradient``: as in :func:`add_outcomes`."""
     model = TrainabilityModel(c=c0, width=width, base=base)
-    trained = add_outcomes(model, threshold, maximize, trials)
+    trained = add_outcomes(model, threshold, maximize, trials, gradient)
     c = model.edge_at(p_min)
     if model.outcomes and not trained:
         # nothing has trained yet: one class does not place a logistic's edge, and the failures
@@ -312,6 +399,19 @@ def calibrate(
         sources=tuple(sources), source_outcomes=source_outcomes,
     )  # fmt: skip
     return cal, model
+
+
+def acceptance_model(cal: Calibration, model: TrainabilityModel) -> TrainabilityModel | None:
+    """The model a ``restrict`` study gates by (``Prior.set_gate``) when its calibration starts
+    from other studies' outcomes (``calibrate_from``): the fitted one once a trial of its own has
+    trained, other studies' alone before (a study's own failures do not place an edge, see
+    :func:`calibrate`). None, the rule with ``cal.c``, for a study calibrated on its own outcomes
+    only: a handful of them does not yet say which moments train."""
+    if model.base is None:
+        return None
+    if cal.trained:
+        return model
+    return TrainabilityModel(c=model.c, width=model.width, base=model.base)
 
 
 def _json_number(x: float | int) -> float | int | None:

@@ -67,7 +67,9 @@ AUTO_PER = 8
 AUTO_MAX = 64
 #: Numbers of the theory record also stored as user attributes of their own (dashboard columns).
 THEORY_ATTR = "isotune_theory"
-THEORY_COLUMNS = ("xi_c", "margin", "predicted_trainable", "T_log_m1", "cell_moment")
+THEORY_COLUMNS = (
+    "xi_c", "margin", "predicted_trainable", "T_log_m1", "cell_moment", "hidden_moment"
+)  # fmt: skip
 
 
 def target(spec: StudyCreate, running: int) -> int:

@@ -31,6 +31,7 @@ The theory sees only initialization hyperparameters (flat names of :class:`meanf
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -53,11 +54,11 @@ from meanfield import (
     MeanFieldError,
     fixed_point,
     isometry,
-    memory_and_cell_moment,
+    memory_and_moments,
 )
 from meanfield.constants import MEASURED_C
 from meanfield.params import CELLS, split_name
-from service.calibration import TrainabilityModel
+from service.calibration import TrainabilityModel, features
 
 __all__ = ["MEASURED_C", "Prior", "PriorError", "build_prior", "theory_names"]
 
@@ -70,6 +71,12 @@ CREATION_SCAN = 512
 #: The soft prior of a calibrated study weighs a point by its probability of training less this
 #: many standard deviations of the model's logit (1: about an 84 % one-sided bound).
 CAUTION = 1.0
+#: A gated ``restrict`` keeps at least this share of the space open (the points its model rates
+#: best), however low the model puts every point's probability of training.
+MIN_SHARE = 0.02
+#: The gate's scan of the space: random points in chunks of GATE_CHUNK for about GATE_SECONDS
+#: (at least one chunk), GATE_SCAN at most.
+GATE_SCAN, GATE_CHUNK, GATE_SECONDS = 2048, 256, 1.5
 
 
 class PriorError(IsotuneError, ValueError):
@@ -118,6 +125,15 @@ class Prior:
     #: the study's fitted trainability model (``service.calibration``), set with ``c`` by the
     #: server's background pass: the soft prior's π(x) is then its probability of training
     model: Any = None
+    #: the model a ``restrict`` calibrated from other studies gates by (:meth:`set_gate`): a
+    #: point is feasible when its own edge, moved by its moments, accepts it (probability of
+    #: training ≥ ``gate_p``); None: ξ_C ≥ T/c
+    gate: Any = None
+    p_min: float = 0.5
+    #: the level the gate asks for: ``p_min``, or lower where the model promises it almost nowhere
+    gate_p: float = 0.5
+    #: feasible points of the gate's scan: what stands in for a proposal that cannot be repaired
+    region: list[dict[str, float]] = field(default_factory=list)
 
     def points_for(self, seconds: float, low: int, high: int) -> int:
         """How many configurations fit in ``seconds``, within [low, high]."""
@@ -142,22 +158,74 @@ class Prior:
         return Config.from_flat(self.cell, values, weights=self.weights)
 
     def evaluate(self, points: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded) and feasibility per point."""
+        """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded), the moments s* and q*, and
+        feasibility per point."""
         cfg = self.config(points)
         out: dict[str, np.ndarray] = {}
-        if self.gradient_bounds is None:  # s* comes from ξ_C's own solve: no extra cost
-            xi, out["cell_moment"], _ = memory_and_cell_moment(cfg, self.inputs)
+        if self.gradient_bounds is None:  # the moments come from ξ_C's own solve: no extra cost
+            xi, out["cell_moment"], out["hidden_moment"], _ = memory_and_moments(cfg, self.inputs)
         else:
             fp = fixed_point(cfg, self.inputs)
             xi = fp.xi_c
             out["log_m1"] = self.T * np.log(fp.m1)
-            out["cell_moment"] = fp.s_star
-        xi = np.asarray(xi, float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["margin"] = np.log(np.maximum(xi, 0.0) * self.c / self.T)
-        ok = np.isfinite(xi) & (xi >= self.required)
-        out["xi_c"], out["ok"] = xi, self.within_bounds(ok, out.get("log_m1"), out["cell_moment"])
+            out["cell_moment"], out["hidden_moment"] = fp.s_star, fp.q_star
+        out["xi_c"] = xi = np.asarray(xi, float)
+        out["margin"], ok = self.judge(
+            xi, out.get("log_m1"), out["cell_moment"], out["hidden_moment"]
+        )
+        out["ok"] = self.within_bounds(ok, out.get("log_m1"), out["cell_moment"])
         return out
+
+    def judge(self, xi: Any, log_m1: Any, s: Any, q: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(margin, memory long enough) per point: log(c·ξ_C/T) and ξ_C ≥ T/c, or, with a
+        ``gate``, log(c(x)·ξ_C/T) ≥ 0 with c(x) the point's own calibrated edge (the optional
+        bounds are :meth:`within_bounds`)."""
+        xi = np.atleast_1d(np.asarray(xi, float))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_xi = np.log(np.maximum(xi, 0.0))
+            if self.gate is None:
+                margin = log_xi + math.log(self.c / self.T)
+            else:
+                grad = None if log_m1 is None else np.atleast_1d(log_m1)
+                feats = features(np.atleast_1d(s), np.atleast_1d(q))
+                margin = self.gate.edge_logs(self.gate_p, feats, grad) + log_xi - math.log(self.T)
+        ok = np.isfinite(xi) & (margin >= 0.0)
+        return margin, ok
+
+    def set_gate(self, model: Any, seed: int = 0) -> None:
+        """Gate by ``model`` (None: the rule ξ_C ≥ T/c again). Feasible: a probability of training
+        of at least ``p_min``, or, where less than :data:`MIN_SHARE` of the space reaches it (a
+        model fitted to a short or hard task may promise it almost nowhere), at least the level
+        the best :data:`MIN_SHARE` reach. A random scan of the space finds that level and the
+        feasible points (``region``) that stand in for a proposal no repair makes feasible."""
+        if model is None:
+            self.gate, self.region = None, []
+            return
+        rng = np.random.default_rng(seed)
+        probe = dataclasses.replace(self, gate=model, gate_p=self.p_min)
+        points: list[dict[str, Any]] = []
+        parts: list[dict[str, np.ndarray]] = []
+        start = time.perf_counter()
+        while len(points) < GATE_SCAN and (not parts or time.perf_counter() - start < GATE_SECONDS):
+            chunk = [
+                {n: _on_grid(self.space[n], v) for n, v in _random_point(self, rng).items()}  # type: ignore[arg-type]
+                for _ in range(GATE_CHUNK)
+            ]
+            points += chunk
+            parts.append(probe.evaluate(chunk))
+        got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        feats = features(got["cell_moment"], got["hidden_moment"])
+        with np.errstate(divide="ignore"):
+            u = np.log(self.T / np.maximum(got["xi_c"], 1e-300))
+        level, _ = model.posterior.logit(np.clip(u, -20.0, 20.0), got.get("log_m1", 0 * u), feats)
+        best = float(np.quantile(level, 1.0 - MIN_SHARE))
+        probe.gate_p = min(self.p_min, float(1.0 / (1.0 + math.exp(-best))))
+        log_m1, s = got.get("log_m1"), got["cell_moment"]
+        _, ok = probe.judge(got["xi_c"], log_m1, s, got["hidden_moment"])  # no second solve
+        ok = probe.within_bounds(ok, log_m1, s)
+        # claims read these: the level first, the gate last
+        self.gate_p, self.region = probe.gate_p, [p for p, k in zip(points, ok, strict=True) if k]
+        self.gate = model
 
     def within_bounds(self, ok: Any, log_m1: Any, cell_moment: Any) -> Any:
         """``ok`` (arrays or a bool) and the optional bounds: lo ≤ T·log m₁ ≤ hi and E[c²] ≤
@@ -175,10 +243,11 @@ class Prior:
             p = 1.0 / (1.0 + np.exp(-np.nan_to_num(margin, nan=-50.0) / self.width))
         return p
 
-    def log_density(self, margin: np.ndarray) -> np.ndarray:
+    def log_density(self, margin: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
         """log π(x), computed without underflow (−log(1 + e^(−m/w))); for a calibrated study, the
         log of the lower credible bound (:data:`CAUTION` standard deviations of the logit) of its
-        model's probability of training at log(T/ξ_C) = log c − m.
+        model's probability of training at log(T/ξ_C) = log c − m and the point's moments
+        (``feats``: :func:`service.calibration.features`; None: at their knees).
 
         The bound, not the mean: where the model is unsure (few outcomes, and far from the
         outcomes it has) a point weighs less than where it is sure, so a study started from a
@@ -186,17 +255,19 @@ class Prior:
         only its c accepts."""
         m = np.nan_to_num(np.asarray(margin, float), nan=-50.0, neginf=-50.0, posinf=50.0)
         if self.model is not None:
-            p = self.model.lower_bound(math.log(self.c) - m, z=CAUTION)
+            p = self.model.lower_bound(math.log(self.c) - m, z=CAUTION, feats=feats)
             return np.log(np.clip(p, 1e-300, 1.0))
         return -np.logaddexp(0.0, -m / self.width)
 
-    def soft_weights(self, margin: np.ndarray, n_trials: int) -> np.ndarray:
+    def soft_weights(
+        self, margin: np.ndarray, n_trials: int, feats: np.ndarray | None = None
+    ) -> np.ndarray:
         """πBO's weights π(x)^(β/n), n = trials so far + 1: a fixed prior fades as data
         accumulates; a calibrated one (``model`` set) keeps the exponent β, since its π(x) is
         itself fitted to the study's outcomes. Scaled so that the largest is 1 (they are only
         compared), never all zero."""
         fade = 1.0 if self.model is not None else 1.0 / (n_trials + 1)
-        log_w = self.log_density(margin) * (self.confidence * fade)
+        log_w = self.log_density(margin, feats) * (self.confidence * fade)
         return np.exp(log_w - log_w.max())
 
     def repair(self, point: Mapping[str, Any], margin: float = 0.0) -> dict[str, Any] | None:
@@ -243,7 +314,9 @@ class Prior:
         top = {**point, self.gate_param: self.space[self.gate_param].high}  # type: ignore[attr-defined]
         reach = float(self.evaluate([top])["margin"][0])
         if not math.isfinite(reach) or reach < 0:
-            return None
+            # with a gate the moments make the margin fall again at the top of the range (a
+            # saturated cell): the first feasible bias may lie below it
+            return self.repair(point) if self.gate is not None else None
         return self.repair(point, float(rng.uniform(0.0, reach))) or self.repair(point)
 
     def numbers(self, point: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,14 +325,17 @@ class Prior:
         fp = fixed_point(cfg, self.inputs)
         iso = isometry(fp.m1, fp.m2, self.T, fp.unit_moments)
         xi = float(fp.xi_c[0])
-        margin = math.log(xi * self.c / self.T) if xi > 0 else -math.inf
-        ok = self.within_bounds(xi >= self.required, iso.log_m1[0], fp.s_star[0])
+        grad = iso.log_m1 if self.gradient_bounds is not None else None  # as evaluate has it
+        margins, ok = self.judge(xi, grad, fp.s_star, fp.q_star)
+        margin = float(margins[0]) if xi > 0 else -math.inf
+        ok = self.within_bounds(bool(ok[0]), iso.log_m1[0], fp.s_star[0])
         return {
             "xi_c": _finite(xi),
             "m1": _finite(float(fp.m1[0])),
             "m2": _finite(float(fp.m2[0])),
             "T_log_m1": _finite(float(iso.log_m1[0])),
             "cell_moment": _finite(float(fp.s_star[0])),
+            "hidden_moment": _finite(float(fp.q_star[0])),
             "spread": _finite(float(iso.spread[0])),
             "required_xi": self.required,
             "margin": _finite(margin),
@@ -322,6 +398,8 @@ def build_prior(
         candidates=spec.candidates,
         strategy=spec.strategy,
         names=names,
+        p_min=spec.p_min,
+        gate_p=spec.p_min,
     )
     gate = prior.gate_param
     for name in names:

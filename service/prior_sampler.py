@@ -12,6 +12,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 
+from service.calibration import features
 from service.prior import Prior
 
 __all__ = ["REDRAWS", "PriorSampler"]
@@ -79,7 +80,9 @@ class PriorSampler(BaseSampler):
                 self._propose(study, trial, relative=False)
                 for _ in range(self.prior.candidates - 1)
             ]
-            weights = self.prior.soft_weights(self.prior.evaluate(pool)["margin"], self.n_trials)
+            got = self.prior.evaluate(pool)
+            feats = features(got["cell_moment"], got["hidden_moment"])
+            weights = self.prior.soft_weights(got["margin"], self.n_trials, feats)
             chosen = pool[int(self.rng.choice(len(pool), p=weights / weights.sum()))]
         else:
             chosen = self._restrict(study, trial, first)
@@ -103,6 +106,9 @@ class PriorSampler(BaseSampler):
                 fixed = self.prior.repair(candidate)
             if fixed is not None:
                 return fixed
+        region = self.prior.region  # a gated study's scan: any of its feasible points
+        if region:
+            return {**first, **region[int(self.rng.integers(len(region)))]}
         assert self.prior.witness is not None  # found at creation, else the study was refused
         return {**first, **self.prior.witness}
 

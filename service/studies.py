@@ -25,6 +25,7 @@ from meanfield.constants import MEASURED_C
 from service.cache import StudyCache
 from service.calibration import (
     TrainabilityModel,
+    acceptance_model,
     add_outcomes,
     calibrate,
     source_prior,
@@ -252,6 +253,7 @@ class Studies:
             add_outcomes(
                 model, threshold, maximize,
                 [(t.state.name, t.value, t.user_attrs.get(THEORY_ATTR)) for t in trials],
+                gradient=spec.prior.gradient_bounds is not None,
             )  # fmt: skip
             if len(model.outcomes) > before:
                 names.append(rec.name)
@@ -293,8 +295,12 @@ class Studies:
                 c0, spec.prior.width, spec.prior.p_min, threshold, maximize,
                 [(t.state.name, t.value, t.user_attrs.get(THEORY_ATTR)) for t in finished],
                 base=base, sources=names, source_outcomes=count,
+                # T·log m₁ only where the prior computes it for the points it judges
+                gradient=spec.prior.gradient_bounds is not None,
             )  # fmt: skip
             prior.c, prior.model = cal.c, model  # claims read them from here on
+            if spec.prior.mode == "restrict":
+                prior.set_gate(acceptance_model(cal, model), seed=len(finished))
             info.calibration, info.calibrated_on = cal, len(finished)
             done += 1
         return done

@@ -175,8 +175,8 @@ def test_the_soft_prior_weighs_by_the_fitted_model() -> None:
 
 def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
     """A study of the same cell and task whose trials trained only when T ≤ 3·ξ_C: a new study
-    with ``calibrate_from: same_task`` starts from its edge before any outcome of its own, and
-    says where it comes from; one with ``none`` starts from the rule; an unknown source is a
+    with ``calibrate_from: same_task`` starts from its edge before any outcome of its own, gates
+    by that model, and says where it comes from; one with ``none`` starts from the rule; an unknown source is a
     422 naming ``prior.calibrate_from``."""
     from tests.support import specs
 
@@ -201,8 +201,92 @@ def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
         cal = client.get(f"/api/v1/studies/{name}").json()["calibration"]
         assert cal["sources"] == ["first"] and cal["source_outcomes"] == 60, cal
         assert cal["outcomes"] == 0 and 1.5 < cal["c"] < 7.0, cal
+        prior = service.cache.peek(name).prior  # restrict now gates by the fitted model
+        assert prior.gate is not None and prior.evaluate(prior.region)["ok"].all()
     assert client.get("/api/v1/studies/fresh").json()["calibration"] is None  # nothing yet
+    assert service.cache.peek("fresh").prior.gate is None  # its own outcomes only: the rule
     body = specs.prior(name="lost")
     body["prior"] = {"mode": "restrict", "calibrate_from": ["nope"]}
     r = client.post("/api/v1/studies", json=body)
     assert r.status_code == 422 and r.json()["field"] == "prior.calibrate_from", r.text
+
+
+def moment_outcomes(rng: np.random.Generator, n: int) -> list[tuple[float, float, float, bool]]:
+    """(u, s*, q*, trained): trained only with ξ_C ≥ T/5 and an unsaturated cell (s* ≤ 30),
+    whatever the hidden state's q*."""
+    out = []
+    for _ in range(n):
+        u, s, q = rng.uniform(-3, 5), math.exp(rng.uniform(-2, 7)), math.exp(rng.uniform(-5, 0))
+        out.append((u, s, q, bool(u <= math.log(5.0) and s <= 30.0)))
+    return out
+
+
+def test_the_moments_move_each_points_edge() -> None:
+    """From outcomes that need an unsaturated cell the model learns a negative weight on log s*
+    and little on log q*: a saturated point's own edge falls far below a calm one's. The same
+    outcomes without their moments leave those weights at the prior's 0."""
+    from service.calibration import features
+
+    data = moment_outcomes(np.random.default_rng(5), 400)
+    model, blind = TrainabilityModel(c=13.6, width=0.5), TrainabilityModel(c=13.6, width=0.5)
+    for u, s, q, y in data:
+        model.add(u, 0.0, y, s, q)
+        blind.add(u, 0.0, y)
+    h_s, h_q = model.posterior.mean[4:]
+    assert h_s < -0.5 and abs(h_q) < abs(h_s) / 3, (h_s, h_q)
+    assert np.array_equal(blind.posterior.mean[4:], [0.0, 0.0])
+    calm, saturated = model.edge_logs(0.5, features([1.0, 300.0], [0.2, 0.2]))
+    assert not saturated > calm - 1.0, (calm, saturated)  # NaN: no memory is long enough
+    u = calm - 0.3  # inside the calm point's edge: its probability is above 1/2, the other's not
+    p = model.probability([u, u], feats=features([1.0, 300.0], [0.2, 0.2]))
+    assert p[0] > 0.5 > p[1], p
+    # each moment past its knee only (s* above 10, q* below 0.2); a missing one at its knee
+    got = features([None, math.nan, -1.0, 300.0, 1.0], [0.2, None, 0.0, 1.0, 0.02])
+    want = [[0, 0], [0, 0], [0, -20], [math.log(30.0), 0], [0, math.log(0.1)]]
+    assert np.allclose(got, want), got
+
+
+def test_a_restrict_calibrated_from_other_studies_gates_by_its_model() -> None:
+    """A restricted study gated by a model fitted elsewhere (``Prior.set_gate``) hands out the
+    calm points the rule accepts and refuses the saturated ones it also accepts; a model that
+    promises its level nowhere still leaves the best share of the space open (every point of its
+    region feasible); no model is the rule again."""
+    from service.calibration import source_prior
+    from service.prior import MIN_SHARE
+    from service.schemas import StudyCreate
+    from service.search import study_prior
+    from tests.support import specs
+
+    mu_i = {"type": "float", "low": -3.0, "high": 3.0}  # an open input gate fills the cell
+    spec = specs.prior(space={"mu_i": mu_i, **specs.PRIOR_SPACE})
+    prior = study_prior(StudyCreate.model_validate(spec))
+    rng = np.random.default_rng(1)
+    points = [
+        {"mu_i": rng.uniform(-3, 3), "mu_f": rng.uniform(-2, 8), "nu": rng.uniform(0.3, 3),
+         "sigma": rng.uniform(0.3, 2)}
+        for _ in range(800)
+    ]  # fmt: skip
+    rule = prior.evaluate(points)
+    model = TrainabilityModel(c=13.6, width=0.5)
+    for u, s, q, y in moment_outcomes(np.random.default_rng(5), 400):
+        model.add(u, 0.0, y, s, q)
+    prior.set_gate(TrainabilityModel(c=13.6, width=0.5, base=source_prior(model)), seed=0)
+    assert prior.gate_p == prior.p_min == 0.5 and prior.region
+    gated = prior.evaluate(points)
+    s = rule["cell_moment"]
+    calm, saturated = rule["ok"] & (s <= 10.0), rule["ok"] & (s >= 60.0)
+    assert calm.sum() >= 20 and saturated.sum() >= 20, (calm.sum(), saturated.sum())
+    assert gated["ok"][calm].mean() > 0.5 and gated["ok"][saturated].mean() < 0.1
+    assert prior.evaluate(prior.region)["ok"].all()
+
+    hopeless = TrainabilityModel(c=13.6, width=0.5)
+    for _ in range(200):
+        hopeless.add(0.0, 0.0, False)  # nothing ever trained: P far below 1/2 everywhere
+    prior.set_gate(TrainabilityModel(c=13.6, width=0.5, base=source_prior(hopeless)), seed=0)
+    assert prior.gate_p < 0.5 and prior.region
+    scanned = len(prior.region) / MIN_SHARE  # about the scan's size
+    assert scanned >= 256 and prior.evaluate(prior.region)["ok"].all()
+
+    prior.set_gate(None)
+    assert prior.gate is None and not prior.region
+    assert np.array_equal(prior.evaluate(points)["ok"], rule["ok"])

@@ -238,6 +238,11 @@ def study_calibration(
     )
     if cal.get("sources"):
         typer.echo(f"started from {cal['source_outcomes']} outcomes of {', '.join(cal['sources'])}")
+    if cal.get("gate_p") is not None:
+        typer.echo(
+            f"restrict gates by the model: each point needs P(trained) >= {num(cal['gate_p'])}, "
+            "its fixed-point moments included"
+        )
 
 
 @study_app.command("trials")

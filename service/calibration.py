@@ -319,6 +319,9 @@ class Calibration:
     #: the studies whose outcomes made the prior (``calibrate_from``), and how many they had
     sources: tuple[str, ...] = ()
     source_outcomes: int = 0
+    #: the probability a ``restrict`` study gated by its model asks of each point
+    #: (``Prior.set_gate``); None where it hands out by ``c``
+    gate_p: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -414,5 +417,5 @@ def acceptance_model(cal: Calibration, model: TrainabilityModel) -> Trainability
     return TrainabilityModel(c=model.c, width=model.width, base=model.base)
 
 
-def _json_number(x: float | int) -> float | int | None:
-    return x if isinstance(x, int) or math.isfinite(x) else None
+def _json_number(x: float | int | None) -> float | int | None:
+    return x if x is None or isinstance(x, int) or math.isfinite(x) else None

@@ -298,6 +298,10 @@ class CalibrationInfo(BaseModel):
     #: the other studies whose outcomes made the prior (``calibrate_from``), and their count
     sources: list[str]
     source_outcomes: int
+    #: a restrict study calibrated from other studies gates by its model: the probability of
+    #: training it asks of each point, its moments included (p_min, or lower where under 2 % of
+    #: the space reaches p_min); None where it hands out by c
+    gate_p: float | None = None
 
 
 class StudyInfo(BaseModel):

@@ -9,6 +9,7 @@ study without its row.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -301,6 +302,8 @@ class Studies:
             prior.c, prior.model = cal.c, model  # claims read them from here on
             if spec.prior.mode == "restrict":
                 prior.set_gate(acceptance_model(cal, model), seed=len(finished))
+                if prior.gate is not None:
+                    cal = dataclasses.replace(cal, gate_p=prior.gate_p)
             info.calibration, info.calibrated_on = cal, len(finished)
             done += 1
         return done

@@ -100,17 +100,23 @@ def test_hpo_efficiency_full_space_chrono_and_hyperband(tmp_path: Path) -> None:
 
 def test_hpo_efficiency_second_studies_start_from_the_first(tmp_path: Path) -> None:
     """Arm j (soft, calibrated from the seed's h study) runs after arm h and says so; both are
-    calibrated on their outcomes, and the report lists them."""
+    calibrated on their outcomes, and the report lists them. Arm n starts from a study at a
+    shorter T run before it (``--source-T``), whose cost the run records."""
     bench("hpo_efficiency", tmp_path, "--seeds", "1", "--trials", "2", "--steps", "20",
-          "--arms", "hj", "--workers", "1")  # fmt: skip
+          "--arms", "hjn", "--workers", "1", "--source-T", "10", "--source-trials", "2",
+          "--source-steps", "20")  # fmt: skip
     report = json.loads((tmp_path / "hpo_efficiency.json").read_text())
     (first,) = report["arms"]["h"]["runs"]
     (second,) = report["arms"]["j"]["runs"]
     assert first["calibration"]["sources"] == []
     assert second["calibration"]["sources"] == ["h-s0"]
     assert second["calibration"]["source_outcomes"] == first["calibration"]["outcomes"] == 2
+    (sourced,) = report["arms"]["n"]["runs"]
+    assert sourced["calibration"]["sources"] == ["src-s0"], sourced["calibration"]
+    assert sourced["calibration"]["source_outcomes"] == 2
+    assert sourced["source"]["T"] == 10 and 0 < sourced["source"]["steps"] <= 40
     md = (tmp_path / "hpo_efficiency.md").read_text()
-    assert "| j | " in md and "h-s0" in md
+    assert "| j | " in md and "h-s0" in md and "src-s0" in md
 
 
 def test_trainability_c_trains_resumes_and_fits(tmp_path: Path) -> None:

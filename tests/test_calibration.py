@@ -176,8 +176,8 @@ def test_the_soft_prior_weighs_by_the_fitted_model() -> None:
 def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
     """A study of the same cell and task whose trials trained only when T ≤ 3·ξ_C: a new study
     with ``calibrate_from: same_task`` starts from its edge before any outcome of its own, gates
-    by that model, and says where it comes from; one with ``none`` starts from the rule; an unknown source is a
-    422 naming ``prior.calibrate_from``."""
+    by that model, and says where it comes from; one with ``none`` starts from the rule; an
+    unknown source is a 422 naming ``prior.calibrate_from``."""
     from tests.support import specs
 
     service = client.app.state.service
@@ -203,6 +203,7 @@ def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
         assert cal["outcomes"] == 0 and 1.5 < cal["c"] < 7.0, cal
         prior = service.cache.peek(name).prior  # restrict now gates by the fitted model
         assert prior.gate is not None and prior.evaluate(prior.region)["ok"].all()
+        assert 0.0 < cal["gate_p"] <= 0.5 and cal["gate_p"] == prior.gate_p, cal
     assert client.get("/api/v1/studies/fresh").json()["calibration"] is None  # nothing yet
     assert service.cache.peek("fresh").prior.gate is None  # its own outcomes only: the rule
     body = specs.prior(name="lost")

@@ -495,7 +495,8 @@ def steps_lines(report: dict) -> list[str]:
         if all("source" in r for r in runs):
             T = report["args"]["T"]
             costs = [
-                r["steps_to_target"] + r["source"]["steps"] * r["source"]["T"] / T for r in runs
+                r["steps_to_target"] + round(r["source"]["steps"] * r["source"]["T"] / T)
+                for r in runs
             ]
             label = f"{ARMS[t]}, with its short study's steps, each weighted T_short/T"
             rows.append((t, base, costs, label))
@@ -541,7 +542,8 @@ def calibration_lines(report: dict) -> list[str]:
 
 
 #: Settings that may differ between runs whose arms are merged into one report.
-MERGE_FREE = {"arms", "suffix", "out", "render", "add"}
+#: (the short study's settings concern the sourced arms only, and each of their runs records them)
+MERGE_FREE = {"arms", "suffix", "out", "render", "add", "source_T", "source_steps", "source_trials"}
 
 
 def render(path: Path, add: Sequence[Path] = ()) -> None:

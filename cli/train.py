@@ -160,7 +160,9 @@ def train_cmd(
         f"{cell} on {task}: T = {spec['T']} bridge steps, sequence length {spec['seq_len']}, "
         f"bridge inputs R = {spec['R']:.4g} ({spec['regime']})"
     )
-    if result.init_params is None:
+    if result.init_params is None and init == "chrono":
+        typer.echo("initialization: PyTorch default, chrono keep-gate biases log U[1, T - 1]")
+    elif result.init_params is None:
         typer.echo("initialization: PyTorch default")
     else:
         shown = {k: v for k, v in result.init_params.items() if not k.startswith("rho") or v}

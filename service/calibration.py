@@ -64,6 +64,9 @@ PRIOR_SD = (2.0, 0.5, 0.1, 0.5, 0.5, 0.5)
 #: The moments' knees (s₀, q₀): a cell state of variance 10 (|c| ≈ 3, where tanh is flat) and a
 #: hidden state of second moment 0.2.
 FEATURE_KNEE = (10.0, 0.2)
+#: How far past its knee a moment counts, in log units (a factor 100): further out the logit would
+#: rest on a weight fitted where no outcome lies, whichever its sign.
+FEATURE_SPAN = math.log(100.0)
 #: Draws of the posterior for the interval of c.
 DRAWS = 4000
 
@@ -244,13 +247,13 @@ class TrainabilityModel:
 
 def features(cell_moment: Sequence[Any], hidden_moment: Sequence[Any]) -> np.ndarray:
     """The moments as the model sees them: (max(0, log(s*/s₀)), min(0, log(q*/q₀))) per point,
-    clipped to ±20; 0 where a moment is missing or NaN (a moment of 0 is as far below its knee as
-    the clip allows)."""
+    each at most :data:`FEATURE_SPAN` past its knee; 0 where a moment is missing or NaN (a moment
+    of 0 is as far below its knee as the span allows)."""
 
     def logs(values: Sequence[Any], knee: float) -> np.ndarray:
         x = np.array([np.nan if v is None else float(v) for v in values], float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.clip(np.log(np.maximum(x, 0.0) / knee), -20.0, 20.0)
+            out = np.clip(np.log(np.maximum(x, 0.0) / knee), -FEATURE_SPAN, FEATURE_SPAN)
         return np.where(np.isnan(out), 0.0, out)
 
     s0, q0 = FEATURE_KNEE

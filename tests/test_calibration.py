@@ -241,9 +241,11 @@ def test_the_moments_move_each_points_edge() -> None:
     u = calm - 0.3  # inside the calm point's edge: its probability is above 1/2, the other's not
     p = model.probability([u, u], feats=features([1.0, 300.0], [0.2, 0.2]))
     assert p[0] > 0.5 > p[1], p
-    # each moment past its knee only (s* above 10, q* below 0.2); a missing one at its knee
-    got = features([None, math.nan, -1.0, 300.0, 1.0], [0.2, None, 0.0, 1.0, 0.02])
-    want = [[0, 0], [0, 0], [0, -20], [math.log(30.0), 0], [0, math.log(0.1)]]
+    # each moment past its knee only (s* above 10, q* below 0.2), at most a factor 100 past it;
+    # a missing one at its knee
+    got = features([None, math.nan, -1.0, 300.0, 1.0, 1e9], [0.2, None, 0.0, 1.0, 0.02, 0.2])
+    span = math.log(100.0)
+    want = [[0, 0], [0, 0], [0, -span], [math.log(30.0), 0], [0, math.log(0.1)], [span, 0]]
     assert np.allclose(got, want), got
 
 

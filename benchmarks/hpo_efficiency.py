@@ -116,9 +116,24 @@ FULL_SCALES = {"nu": (0.25, 2.0), "sigma": (0.25, 2.0), "rho": (0.0, 1.0)}
 DEFAULTS = {"task": "padded_digits", "cell": "lstm", "space": "small", "pruner": "threshold"}
 
 
+def parse_range(item: str, ranges: dict) -> tuple[str, float, float]:
+    """``NAME=LO,HI`` for one of the full space's initialization hyperparameters."""
+    name, _, bounds = item.partition("=")
+    try:
+        lo, hi = (float(x) for x in bounds.split(","))
+    except ValueError:
+        raise SystemExit(f"--range {item}: expected NAME=LO,HI, e.g. mu_i=-6,3") from None
+    if name not in ranges or not lo < hi:
+        raise SystemExit(f"--range {item}: NAME one of {', '.join(ranges)}, LO < HI")
+    return name, lo, hi
+
+
 def init_space(args: argparse.Namespace) -> dict:
     if args.space == "full":
         ranges = {**FULL_MEANS[args.cell], **FULL_SCALES}
+        for item in getattr(args, "range", None) or []:  # --range NAME=LO,HI
+            name, lo, hi = parse_range(item, ranges)
+            ranges[name] = (lo, hi)
         return {k: {"type": "float", "low": lo, "high": hi} for k, (lo, hi) in ranges.items()}
     lo, hi = args.mu_f
     gate = f"mu_{MEMORY_GATE[args.cell]}"
@@ -281,6 +296,9 @@ def main() -> None:
                     help="small: memory-gate bias and nu; full: per-gate bias means, nu, sigma, "
                     "rho")  # fmt: skip
     ap.add_argument("--pruner", choices=("threshold", "hyperband"), default=DEFAULTS["pruner"])
+    ap.add_argument("--range", action="append", metavar="NAME=LO,HI",
+                    help="--space full: another range for one initialization hyperparameter "
+                    "(e.g. mu_i=-6,3: down to chrono's input bias at T = 300)")  # fmt: skip
     ap.add_argument("--source-T", type=int, default=100, help="arm n: the short study's T")
     ap.add_argument("--source-steps", type=int, default=500)
     ap.add_argument("--source-trials", type=int, default=20)
@@ -296,6 +314,7 @@ def main() -> None:
     if args.render:
         render(args.render, args.add)
         return
+    init_space(args)  # a bad --range ends here, before any process starts
     for arm in args.arms:
         if arm not in ARMS:
             ap.error(f"--arms: unknown arm {arm!r}; choose from {''.join(ARMS)}")

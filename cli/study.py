@@ -241,7 +241,7 @@ def study_calibration(
     if cal.get("gate_p") is not None:
         typer.echo(
             f"restrict gates by the model: each point needs P(trained) >= {num(cal['gate_p'])}, "
-            "its fixed-point moments included"
+            "its cell-state moment s* included"
         )
 
 

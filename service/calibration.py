@@ -4,18 +4,15 @@ to a study's outcomes by Bayesian logistic regression (docs/theory.md §5).
 The rule "trainable when T ≤ c·ξ_C" is a step in u = log(T/ξ_C) at log c. The model softens it
 into a logistic whose parameters are learnt:
 
-    logit P(trained) = a + b·v + q·v² + g·(T·log m₁) + h_s·max(0, log(s*/s₀))
-                       + h_q·min(0, log(q*/q₀)),      v = u − log c₀
+    logit P(trained) = a + b·v + q·v² + g·(T·log m₁) + h·max(0, log(s*/s₀)),   v = u − log c₀
 
-with s* = E[c²] (the LSTM's cell state) and q* = E[h²] (the hidden state) at the fixed point
-(docs/theory.md §5.4): the memory time judges the memory gate, the two moments the gates that fill
-and read the memory. Each moment counts on one side of a knee (:data:`FEATURE_KNEE`) only: a cell
-state past s₀ saturates tanh, a hidden state below q₀ gives the readout little; an empty cell or
-a loud hidden state earns nothing (a straight line in log s* would reward a cell that holds
-nothing). A moment the cell does not have (the GRU's s*) counts as at its knee.
+with s* = E[c²], the LSTM's cell state's second moment at the fixed point (docs/theory.md §5.4):
+the memory time judges the forget gate, s* what the input gate pours into the cell. It counts
+past a knee only (:data:`CELL_KNEE`): a cell state past s₀ saturates tanh, and a straight line in
+log s* would reward a cell that holds nothing. A cell without it (the GRU) sits at the knee.
 
 - Before any outcome it equals the rule with the study's c₀: the prior is a Gaussian centred on
-  a = 0, b = −1/w, q = 0, g = h_s = h_q = 0 (w: the width of the logistic in u, the soft
+  a = 0, b = −1/w, q = 0, g = h = 0 (w: the width of the logistic in u, the soft
   prior's ``width``), with stated spreads (:data:`PRIOR_SD`): the edge log c may move by about
   2 (a factor e²) either way before the data have a say, the slope by half its size.
 - A negative q lets the trainable set be a band in u: too long a memory (ξ_C ≫ T) can fail too.
@@ -23,12 +20,12 @@ nothing). A moment the cell does not have (the GRU's s*) counts as at its knee.
   log posterior, which is concave): a Gaussian with the inverse Hessian as covariance. A point's
   probability averages the logistic over it (the probit approximation of MacKay 1992); its lower
   credible bound uses the logit's posterior spread.
-- The edge ``c`` (where the logit crosses 0 on the falling side, T·log m₁ = 0, moments at their
-  knees) and its interval come from draws of the posterior. Each point also has its own edge
-  (:meth:`TrainabilityModel.edge_logs`: the moments move it), which a calibrated ``restrict``
+- The edge ``c`` (where the logit crosses 0 on the falling side, T·log m₁ = 0, s* at most its
+  knee) and its interval come from draws of the posterior. Each point also has its own edge
+  (:meth:`TrainabilityModel.edge_logs`: its s* moves it), which a calibrated ``restrict``
   gates by.
 
-An outcome is (u, T·log m₁, trained, the moments): ``trained`` from the study's own threshold (see
+An outcome is (u, T·log m₁, trained, s*): ``trained`` from the study's own threshold (see
 :func:`outcome`); a failed trial counts as nothing. numpy only: the service fits it, and anyone
 may fit it on exported outcomes.
 """
@@ -56,16 +53,14 @@ __all__ = [
     "trained_threshold",
 ]
 
-#: Prior standard deviations of (a, b, q, g, h_s, h_q): a, b and q in units of the rule's slope
-#: 1/w (a: the edge's shift in log c), g in logit units per unit of T·log m₁, h_s and h_q per unit
-#: of log s* and log q* past their knees (a moment tenfold past may move the logit by about 1
-#: before the data speak).
-PRIOR_SD = (2.0, 0.5, 0.1, 0.5, 0.5, 0.5)
-#: The moments' knees (s₀, q₀): a cell state of variance 10 (|c| ≈ 3, where tanh is flat) and a
-#: hidden state of second moment 0.2.
-FEATURE_KNEE = (10.0, 0.2)
-#: How far past its knee a moment counts, in log units (a factor 100): further out the logit would
-#: rest on a weight fitted where no outcome lies, whichever its sign.
+#: Prior standard deviations of (a, b, q, g, h): a, b and q in units of the rule's slope 1/w (a:
+#: the edge's shift in log c), g in logit units per unit of T·log m₁, h per unit of log s* past
+#: its knee (a cell state tenfold past it may move the logit by about 1 before the data speak).
+PRIOR_SD = (2.0, 0.5, 0.1, 0.5, 0.5)
+#: The cell state's knee s₀: a variance of 10 (|c| ≈ 3, where tanh is flat).
+CELL_KNEE = 10.0
+#: How far past its knee s* counts, in log units (a factor 100): further out the logit would rest
+#: on a weight fitted where no outcome lies.
 FEATURE_SPAN = math.log(100.0)
 #: Draws of the posterior for the interval of c.
 DRAWS = 4000
@@ -86,7 +81,7 @@ def outcome(
 
 @dataclass
 class Posterior:
-    """A Gaussian over (a, b, q, g, h_s, h_q)."""
+    """A Gaussian over (a, b, q, g, h)."""
 
     mean: np.ndarray
     cov: np.ndarray
@@ -97,8 +92,8 @@ class Posterior:
     def logit(
         self, u: np.ndarray, grad: np.ndarray, feats: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The logit's posterior mean and standard deviation at each point (``feats``: the
-        moments past their knees, :func:`features`; None: at their knees)."""
+        """The logit's posterior mean and standard deviation at each point (``feats``: the cell
+        moment past its knee, :func:`features`; None: at it)."""
         X = _design(np.asarray(u, float) - self.center, grad, feats)
         mu = X @ self.mean
         var = np.einsum("ij,jk,ik->i", X, self.cov, X)
@@ -107,7 +102,7 @@ class Posterior:
 
 @dataclass
 class TrainabilityModel:
-    """P(trained | u = log(T/ξ_C), T·log m₁, s*, q*) for one study; see the module's docstring.
+    """P(trained | u = log(T/ξ_C), T·log m₁, s*) for one study; see the module's docstring.
 
     ``c`` and ``width``: the rule the prior is centred on (the study's c and the soft prior's
     width in log units).
@@ -115,7 +110,7 @@ class TrainabilityModel:
 
     c: float
     width: float = 0.5
-    outcomes: list[tuple[float, float, bool, float, float]] = field(default_factory=list)
+    outcomes: list[tuple[float, float, bool, float]] = field(default_factory=list)
     #: a prior fitted elsewhere (other studies' outcomes: :func:`source_prior`) instead of the rule
     base: Posterior | None = None
     _posterior: Posterior | None = None
@@ -125,8 +120,8 @@ class TrainabilityModel:
         if self.base is not None:
             return self.base
         s = 1.0 / self.width
-        mean = np.array([0.0, -s, 0.0, 0.0, 0.0, 0.0])
-        sd = np.array(PRIOR_SD) * np.array([s, s, s, 1.0, 1.0, 1.0])
+        mean = np.array([0.0, -s, 0.0, 0.0, 0.0])
+        sd = np.array(PRIOR_SD) * np.array([s, s, s, 1.0, 1.0])
         return Posterior(mean, np.diag(sd**2), math.log(self.c))
 
     def add(
@@ -135,15 +130,14 @@ class TrainabilityModel:
         grad: float,
         trained: bool,
         cell_moment: float | None = None,
-        hidden_moment: float | None = None,
     ) -> None:
-        """One outcome (a point with infinite u, ξ_C = 0, is clipped to the far side; a moment
-        that is missing counts as at its knee)."""
+        """One outcome (a point with infinite u, ξ_C = 0, is clipped to the far side; a missing
+        cell moment counts as at its knee)."""
         if not (math.isfinite(grad)):
             grad = 0.0
-        fs, fq = features([cell_moment], [hidden_moment])[0]
+        (fs,) = features([cell_moment])[0]
         u = float(np.clip(u, -20.0, 20.0))
-        self.outcomes.append((u, float(grad), bool(trained), float(fs), float(fq)))
+        self.outcomes.append((u, float(grad), bool(trained), float(fs)))
         self._posterior = None
 
     @property
@@ -156,8 +150,8 @@ class TrainabilityModel:
         prior = self.prior
         if not self.outcomes:
             return prior
-        u, g, y, fs, fq = (np.array(col, float) for col in zip(*self.outcomes, strict=True))
-        X = _design(u - prior.center, g, np.column_stack([fs, fq]))
+        u, g, y, fs = (np.array(col, float) for col in zip(*self.outcomes, strict=True))
+        X = _design(u - prior.center, g, fs[:, None])
         precision = np.linalg.inv(prior.cov)
 
         def log_posterior(w: np.ndarray) -> float:
@@ -219,14 +213,14 @@ class TrainabilityModel:
 
     def edge_logs(self, p: float, feats: np.ndarray, grad: np.ndarray | None = None) -> np.ndarray:
         """Each point's own log c at which the posterior mean logit equals logit(``p``) on the
-        falling side, its moments (``feats``, :func:`features`) and T·log m₁ (``grad``, default 0)
-        shifting the intercept: a point trains with probability ≥ ``p`` when log(T/ξ_C) is below
-        it. Clipped to ±20 about the centre; NaN where no u reaches ``p`` (a band that never
-        does)."""
+        falling side, its cell moment (``feats``, :func:`features`) and T·log m₁ (``grad``,
+        default 0) shifting the intercept: a point trains with probability ≥ ``p`` when
+        log(T/ξ_C) is below it. Clipped to ±20 about the centre; NaN where no u reaches ``p`` (a
+        band that never does)."""
         w = self.posterior.mean
-        feats = np.asarray(feats, float).reshape(-1, 2)
+        feats = np.asarray(feats, float).reshape(-1, 1)
         g = np.zeros(len(feats)) if grad is None else np.nan_to_num(np.asarray(grad, float))
-        a = w[0] + w[3] * g + feats @ w[4:6] - math.log(p / (1.0 - p))
+        a = w[0] + w[3] * g + feats @ w[4:] - math.log(p / (1.0 - p))
         roots = _falling_roots(a, float(w[1]), float(w[2]))
         return roots + self.posterior.center
 
@@ -245,25 +239,18 @@ class TrainabilityModel:
         return (math.exp(mid), math.exp(lo), math.exp(hi))
 
 
-def features(cell_moment: Sequence[Any], hidden_moment: Sequence[Any]) -> np.ndarray:
-    """The moments as the model sees them: (max(0, log(s*/s₀)), min(0, log(q*/q₀))) per point,
-    each at most :data:`FEATURE_SPAN` past its knee; 0 where a moment is missing or NaN (a moment
-    of 0 is as far below its knee as the span allows)."""
-
-    def logs(values: Sequence[Any], knee: float) -> np.ndarray:
-        x = np.array([np.nan if v is None else float(v) for v in values], float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.clip(np.log(np.maximum(x, 0.0) / knee), -FEATURE_SPAN, FEATURE_SPAN)
-        return np.where(np.isnan(out), 0.0, out)
-
-    s0, q0 = FEATURE_KNEE
-    fs, fq = logs(cell_moment, s0), logs(hidden_moment, q0)
-    return np.column_stack([np.maximum(fs, 0.0), np.minimum(fq, 0.0)])
+def features(cell_moment: Sequence[Any]) -> np.ndarray:
+    """The cell moment as the model sees it, one column: max(0, log(s*/s₀)), at most
+    :data:`FEATURE_SPAN`; 0 where it is missing or NaN."""
+    x = np.array([np.nan if v is None else float(v) for v in cell_moment], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.clip(np.log(np.maximum(x, 0.0) / CELL_KNEE), 0.0, FEATURE_SPAN)
+    return np.where(np.isnan(out), 0.0, out)[:, None]
 
 
 def _design(u: np.ndarray, grad: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
     u = np.asarray(u, float)
-    f = np.zeros((len(u), 2)) if feats is None else np.asarray(feats, float).reshape(len(u), 2)
+    f = np.zeros((len(u), 1)) if feats is None else np.asarray(feats, float).reshape(len(u), 1)
     return np.column_stack([np.ones_like(u), u, u**2, np.asarray(grad, float), f])
 
 
@@ -367,7 +354,7 @@ def add_outcomes(
         xi = float(theory["xi_c"])
         u = math.log(theory["T"] / xi) if xi > 0 else 20.0
         grad = float(theory.get("T_log_m1") or 0.0) if gradient else 0.0
-        model.add(u, grad, got, theory.get("cell_moment"), theory.get("hidden_moment"))
+        model.add(u, grad, got, theory.get("cell_moment"))
         trained += got
     return trained
 
@@ -412,7 +399,7 @@ def acceptance_model(cal: Calibration, model: TrainabilityModel) -> Trainability
     from other studies' outcomes (``calibrate_from``): the fitted one once a trial of its own has
     trained, other studies' alone before (a study's own failures do not place an edge, see
     :func:`calibrate`). None, the rule with ``cal.c``, for a study calibrated on its own outcomes
-    only: a handful of them does not yet say which moments train."""
+    only: a handful of them does not yet say how much the cell moment matters."""
     if model.base is None:
         return None
     if cal.trained:

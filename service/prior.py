@@ -126,7 +126,7 @@ class Prior:
     #: server's background pass: the soft prior's π(x) is then its probability of training
     model: Any = None
     #: the model a ``restrict`` calibrated from other studies gates by (:meth:`set_gate`): a
-    #: point is feasible when its own edge, moved by its moments, accepts it (probability of
+    #: point is feasible when its own edge, moved by its cell moment, accepts it (probability of
     #: training ≥ ``gate_p``); None: ξ_C ≥ T/c
     gate: Any = None
     p_min: float = 0.5
@@ -158,25 +158,23 @@ class Prior:
         return Config.from_flat(self.cell, values, weights=self.weights)
 
     def evaluate(self, points: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded), the moments s* and q*, and
+        """ξ_C, the margin log(c·ξ_C/T), T·log m₁ (when bounded), the cell moment s*, and
         feasibility per point."""
         cfg = self.config(points)
         out: dict[str, np.ndarray] = {}
-        if self.gradient_bounds is None:  # the moments come from ξ_C's own solve: no extra cost
-            xi, out["cell_moment"], out["hidden_moment"], _ = memory_and_moments(cfg, self.inputs)
+        if self.gradient_bounds is None:  # s* comes from ξ_C's own solve: no extra cost
+            xi, out["cell_moment"], _, _ = memory_and_moments(cfg, self.inputs)
         else:
             fp = fixed_point(cfg, self.inputs)
             xi = fp.xi_c
             out["log_m1"] = self.T * np.log(fp.m1)
-            out["cell_moment"], out["hidden_moment"] = fp.s_star, fp.q_star
+            out["cell_moment"] = fp.s_star
         out["xi_c"] = xi = np.asarray(xi, float)
-        out["margin"], ok = self.judge(
-            xi, out.get("log_m1"), out["cell_moment"], out["hidden_moment"]
-        )
+        out["margin"], ok = self.judge(xi, out.get("log_m1"), out["cell_moment"])
         out["ok"] = self.within_bounds(ok, out.get("log_m1"), out["cell_moment"])
         return out
 
-    def judge(self, xi: Any, log_m1: Any, s: Any, q: Any) -> tuple[np.ndarray, np.ndarray]:
+    def judge(self, xi: Any, log_m1: Any, s: Any) -> tuple[np.ndarray, np.ndarray]:
         """(margin, memory long enough) per point: log(c·ξ_C/T) and ξ_C ≥ T/c, or, with a
         ``gate``, log(c(x)·ξ_C/T) ≥ 0 with c(x) the point's own calibrated edge (the optional
         bounds are :meth:`within_bounds`)."""
@@ -187,7 +185,7 @@ class Prior:
                 margin = log_xi + math.log(self.c / self.T)
             else:
                 grad = None if log_m1 is None else np.atleast_1d(log_m1)
-                feats = features(np.atleast_1d(s), np.atleast_1d(q))
+                feats = features(np.atleast_1d(s))
                 margin = self.gate.edge_logs(self.gate_p, feats, grad) + log_xi - math.log(self.T)
         ok = np.isfinite(xi) & (margin >= 0.0)
         return margin, ok
@@ -214,14 +212,14 @@ class Prior:
             points += chunk
             parts.append(probe.evaluate(chunk))
         got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        feats = features(got["cell_moment"], got["hidden_moment"])
+        feats = features(got["cell_moment"])
         with np.errstate(divide="ignore"):
             u = np.log(self.T / np.maximum(got["xi_c"], 1e-300))
         level, _ = model.posterior.logit(np.clip(u, -20.0, 20.0), got.get("log_m1", 0 * u), feats)
         best = float(np.quantile(level, 1.0 - MIN_SHARE))
         probe.gate_p = min(self.p_min, float(1.0 / (1.0 + math.exp(-best))))
         log_m1, s = got.get("log_m1"), got["cell_moment"]
-        _, ok = probe.judge(got["xi_c"], log_m1, s, got["hidden_moment"])  # no second solve
+        _, ok = probe.judge(got["xi_c"], log_m1, s)  # no second solve
         ok = probe.within_bounds(ok, log_m1, s)
         # claims read these: the level first, the gate last
         self.gate_p, self.region = probe.gate_p, [p for p, k in zip(points, ok, strict=True) if k]
@@ -246,8 +244,8 @@ class Prior:
     def log_density(self, margin: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
         """log π(x), computed without underflow (−log(1 + e^(−m/w))); for a calibrated study, the
         log of the lower credible bound (:data:`CAUTION` standard deviations of the logit) of its
-        model's probability of training at log(T/ξ_C) = log c − m and the point's moments
-        (``feats``: :func:`service.calibration.features`; None: at their knees).
+        model's probability of training at log(T/ξ_C) = log c − m and the point's cell moment
+        (``feats``: :func:`service.calibration.features`; None: at its knee).
 
         The bound, not the mean: where the model is unsure (few outcomes, and far from the
         outcomes it has) a point weighs less than where it is sure, so a study started from a
@@ -314,7 +312,7 @@ class Prior:
         top = {**point, self.gate_param: self.space[self.gate_param].high}  # type: ignore[attr-defined]
         reach = float(self.evaluate([top])["margin"][0])
         if not math.isfinite(reach) or reach < 0:
-            # with a gate the moments make the margin fall again at the top of the range (a
+            # with a gate s* makes the margin fall again at the top of the range (a
             # saturated cell): the first feasible bias may lie below it
             return self.repair(point) if self.gate is not None else None
         return self.repair(point, float(rng.uniform(0.0, reach))) or self.repair(point)
@@ -326,7 +324,7 @@ class Prior:
         iso = isometry(fp.m1, fp.m2, self.T, fp.unit_moments)
         xi = float(fp.xi_c[0])
         grad = iso.log_m1 if self.gradient_bounds is not None else None  # as evaluate has it
-        margins, ok = self.judge(xi, grad, fp.s_star, fp.q_star)
+        margins, ok = self.judge(xi, grad, fp.s_star)
         margin = float(margins[0]) if xi > 0 else -math.inf
         ok = self.within_bounds(bool(ok[0]), iso.log_m1[0], fp.s_star[0])
         return {

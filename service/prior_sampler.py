@@ -81,7 +81,7 @@ class PriorSampler(BaseSampler):
                 for _ in range(self.prior.candidates - 1)
             ]
             got = self.prior.evaluate(pool)
-            feats = features(got["cell_moment"], got["hidden_moment"])
+            feats = features(got["cell_moment"])
             weights = self.prior.soft_weights(got["margin"], self.n_trials, feats)
             chosen = pool[int(self.rng.choice(len(pool), p=weights / weights.sum()))]
         else:

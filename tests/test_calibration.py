@@ -26,7 +26,8 @@ def test_before_any_outcome_the_model_is_the_rule() -> None:
     p = model.probability(u)
     assert p[0] > 0.6 and abs(p[1] - 0.5) < 1e-9 and p[2] < 0.45
     c, lo, hi = model.edge()
-    assert abs(math.log(c) - edge) < 0.05 and lo < 13.6 / 2 and hi > 13.6 * 2  # wide: a prior
+    # the median of 4,000 posterior draws: its standard error in log c is about 0.04
+    assert abs(math.log(c) - edge) < 0.12 and lo < 13.6 / 2 and hi > 13.6 * 2  # wide: a prior
     assert (model.lower_bound([edge - 1.0]) < p[0]).all()
 
 
@@ -212,41 +213,38 @@ def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
     assert r.status_code == 422 and r.json()["field"] == "prior.calibrate_from", r.text
 
 
-def moment_outcomes(rng: np.random.Generator, n: int) -> list[tuple[float, float, float, bool]]:
-    """(u, s*, q*, trained): trained only with ξ_C ≥ T/5 and an unsaturated cell (s* ≤ 30),
-    whatever the hidden state's q*."""
+def moment_outcomes(rng: np.random.Generator, n: int) -> list[tuple[float, float, bool]]:
+    """(u, s*, trained): trained only with ξ_C ≥ T/5 and an unsaturated cell (s* ≤ 30)."""
     out = []
     for _ in range(n):
-        u, s, q = rng.uniform(-3, 5), math.exp(rng.uniform(-2, 7)), math.exp(rng.uniform(-5, 0))
-        out.append((u, s, q, bool(u <= math.log(5.0) and s <= 30.0)))
+        u, s = rng.uniform(-3, 5), math.exp(rng.uniform(-2, 7))
+        out.append((u, s, bool(u <= math.log(5.0) and s <= 30.0)))
     return out
 
 
-def test_the_moments_move_each_points_edge() -> None:
+def test_the_cell_moment_moves_each_points_edge() -> None:
     """From outcomes that need an unsaturated cell the model learns a negative weight on log s*
-    and little on log q*: a saturated point's own edge falls far below a calm one's. The same
-    outcomes without their moments leave those weights at the prior's 0."""
+    past its knee: a saturated point's own edge falls far below a calm one's. The same outcomes
+    without their moments leave that weight at the prior's 0."""
     from service.calibration import features
 
     data = moment_outcomes(np.random.default_rng(5), 400)
     model, blind = TrainabilityModel(c=13.6, width=0.5), TrainabilityModel(c=13.6, width=0.5)
-    for u, s, q, y in data:
-        model.add(u, 0.0, y, s, q)
+    for u, s, y in data:
+        model.add(u, 0.0, y, s)
         blind.add(u, 0.0, y)
-    h_s, h_q = model.posterior.mean[4:]
-    assert h_s < -0.5 and abs(h_q) < abs(h_s) / 3, (h_s, h_q)
-    assert np.array_equal(blind.posterior.mean[4:], [0.0, 0.0])
-    calm, saturated = model.edge_logs(0.5, features([1.0, 300.0], [0.2, 0.2]))
+    (h,) = model.posterior.mean[4:]
+    assert h < -0.5, h
+    assert blind.posterior.mean[4] == 0.0
+    calm, saturated = model.edge_logs(0.5, features([1.0, 300.0]))
     assert not saturated > calm - 1.0, (calm, saturated)  # NaN: no memory is long enough
     u = calm - 0.3  # inside the calm point's edge: its probability is above 1/2, the other's not
-    p = model.probability([u, u], feats=features([1.0, 300.0], [0.2, 0.2]))
+    p = model.probability([u, u], feats=features([1.0, 300.0]))
     assert p[0] > 0.5 > p[1], p
-    # each moment past its knee only (s* above 10, q* below 0.2), at most a factor 100 past it;
-    # a missing one at its knee
-    got = features([None, math.nan, -1.0, 300.0, 1.0, 1e9], [0.2, None, 0.0, 1.0, 0.02, 0.2])
-    span = math.log(100.0)
-    want = [[0, 0], [0, 0], [0, -span], [math.log(30.0), 0], [0, math.log(0.1)], [span, 0]]
-    assert np.allclose(got, want), got
+    # past the knee (s* above 10) only, at most a factor 100 past it; a missing one at the knee
+    got = features([None, math.nan, -1.0, 300.0, 1.0, 1e9])
+    want = [0, 0, 0, math.log(30.0), 0, math.log(100.0)]
+    assert np.allclose(got[:, 0], want), got
 
 
 def test_a_restrict_calibrated_from_other_studies_gates_by_its_model() -> None:
@@ -271,8 +269,8 @@ def test_a_restrict_calibrated_from_other_studies_gates_by_its_model() -> None:
     ]  # fmt: skip
     rule = prior.evaluate(points)
     model = TrainabilityModel(c=13.6, width=0.5)
-    for u, s, q, y in moment_outcomes(np.random.default_rng(5), 400):
-        model.add(u, 0.0, y, s, q)
+    for u, s, y in moment_outcomes(np.random.default_rng(5), 400):
+        model.add(u, 0.0, y, s)
     prior.set_gate(TrainabilityModel(c=13.6, width=0.5, base=source_prior(model)), seed=0)
     assert prior.gate_p == prior.p_min == 0.5 and prior.region
     gated = prior.evaluate(points)

@@ -299,8 +299,8 @@ class CalibrationInfo(BaseModel):
     sources: list[str]
     source_outcomes: int
     #: a restrict study calibrated from other studies gates by its model: the probability of
-    #: training it asks of each point, its cell moment s* included (p_min, or lower where under 2 % of
-    #: the space reaches p_min); None where it hands out by c
+    #: training it asks of each point, its cell moment s* included (p_min, or lower where under
+    #: 2 % of the space reaches p_min); None where it hands out by c
     gate_p: float | None = None
 
 

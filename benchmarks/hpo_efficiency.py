@@ -20,8 +20,8 @@ LSTM classifying digits followed by T steps of noise). Arms:
   task with the same c, in the store where the first ran; they run once the others have finished;
 - ``n``: ``restrict`` calibrated from a short study of the same seed (arm ``g``'s study at
   ``--source-T``, ``--source-steps``, ``--source-trials``): a user who first runs the cheap short
-  task and then the long one from its outcomes; the model then has the fixed-point moments s*, q*
-  to go on besides ξ_C (``service.calibration``). The short study's cost is reported beside it;
+  task and then the long one from its outcomes; the model then has the fixed point's cell moment
+  s* to go on besides ξ_C (``service.calibration``). The short study's cost is reported beside it;
 - ``r``, ``s``: references for a misspecified c: ``restrict`` and ``soft`` with the measured c
   (fixed), whatever ``--c-scale`` says, run in the same run as the misspecified arms.
 
@@ -344,6 +344,8 @@ def main() -> None:
             mine: list[str] = []
             with Client(base, retry_seconds=10) as c:
                 for arm in arms:
+                    if arm in refused:  # its short study was refused
+                        continue
                     for seed in range(args.seeds):
                         if arm.startswith("src-"):  # a short study the sourced arms start from
                             spec = arm_spec(arm[4:], seed, source_args(args))
@@ -355,7 +357,12 @@ def main() -> None:
                         except ApiError as e:  # restrict refuses a space with no feasible point
                             if e.status != 422:
                                 raise
-                            refused[arm] = str(e)
+                            if arm.startswith("src-"):  # say so under the arms it serves
+                                for mine_arm, src in SOURCED.items():
+                                    if src == arm[4:] and mine_arm in args.arms:
+                                        refused[mine_arm] = f"its short study: {e}"
+                            else:
+                                refused[arm] = str(e)
                             break
                         names[(arm, seed)] = spec["name"]
                         mine += ["--study", spec["name"]]
@@ -380,7 +387,7 @@ def main() -> None:
                     src = summarize(c.trials(source_name(seed, args), limit=1000)["trials"],
                                     source_args(args))  # fmt: skip
                     run["source"] = {
-                        "T": args.source_T, "steps": src["steps_curve"][-1],
+                        "T": args.source_T, "steps": (src["steps_curve"] or [0])[-1],
                         "seconds": src["seconds"], "trained": src["trained"],
                     }  # fmt: skip
                 per_arm[arm].append(run)

@@ -21,9 +21,9 @@ log s* would reward a cell that holds nothing. A cell without it (the GRU) sits 
   probability averages the logistic over it (the probit approximation of MacKay 1992); its lower
   credible bound uses the logit's posterior spread.
 - The edge ``c`` (where the logit crosses 0 on the falling side, T·log m₁ = 0, s* at most its
-  knee) and its interval come from draws of the posterior. Each point also has its own edge
-  (:meth:`TrainabilityModel.edge_logs`: its s* moves it), which a calibrated ``restrict``
-  gates by.
+  knee) and its interval come from draws of the posterior. A calibrated ``restrict`` that
+  starts from other studies gates each point by its own mean logit, its s* included
+  (:meth:`TrainabilityModel.mean_logit`).
 
 An outcome is (u, T·log m₁, trained, s*): ``trained`` from the study's own threshold (see
 :func:`outcome`); a failed trial counts as nothing. numpy only: the service fits it, and anyone
@@ -211,18 +211,14 @@ class TrainabilityModel:
         root = _falling_root(a - math.log(p / (1.0 - p)), b, q)
         return math.exp(root + self.posterior.center) if math.isfinite(root) else math.nan
 
-    def edge_logs(self, p: float, feats: np.ndarray, grad: np.ndarray | None = None) -> np.ndarray:
-        """Each point's own log c at which the posterior mean logit equals logit(``p``) on the
-        falling side, its cell moment (``feats``, :func:`features`) and T·log m₁ (``grad``,
-        default 0) shifting the intercept: a point trains with probability ≥ ``p`` when
-        log(T/ξ_C) is below it. Clipped to ±20 about the centre; NaN where no u reaches ``p`` (a
-        band that never does)."""
-        w = self.posterior.mean
-        feats = np.asarray(feats, float).reshape(-1, 1)
-        g = np.zeros(len(feats)) if grad is None else np.nan_to_num(np.asarray(grad, float))
-        a = w[0] + w[3] * g + feats @ w[4:] - math.log(p / (1.0 - p))
-        roots = _falling_roots(a, float(w[1]), float(w[2]))
-        return roots + self.posterior.center
+    def mean_logit(
+        self, u: Sequence[float], grad: Sequence[float] | None = None, feats: Any = None
+    ) -> np.ndarray:
+        """The posterior mean of each point's logit (NaN u or T·log m₁ read as the far side and
+        0): a calibrated ``restrict`` accepts a point where it reaches logit(level)."""
+        u_arr = np.clip(np.nan_to_num(np.asarray(u, float), nan=20.0), -20.0, 20.0)
+        g_arr = np.zeros_like(u_arr) if grad is None else np.nan_to_num(np.asarray(grad, float))
+        return self.posterior.logit(u_arr, g_arr, feats)[0]
 
     def edge(self, level: float = 0.68, seed: int = 0) -> tuple[float, float, float]:
         """The fitted c: exp of the u where the logit falls through 0 (T·log m₁ = 0), as the
@@ -256,19 +252,6 @@ def _design(u: np.ndarray, grad: np.ndarray, feats: np.ndarray | None = None) ->
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _falling_roots(a: np.ndarray, b: float, q: float) -> np.ndarray:
-    """:func:`_falling_root` for many intercepts, without its range check: roots clipped to
-    ±20 (a point past the far side is on that side), NaN where there is none."""
-    a = np.asarray(a, float)
-    if abs(q) < 1e-12:
-        return np.clip(-a / b, -20.0, 20.0) if b < 0 else np.full_like(a, np.nan)
-    with np.errstate(invalid="ignore"):
-        sq = np.sqrt(b * b - 4 * q * a)
-    # the larger root with the logit falling there: b + 2 q u = ∓sq, falling for +sq's partner
-    root = (-b - sq) / (2 * q)
-    return np.clip(root, -20.0, 20.0)
 
 
 def _falling_root(a: float, b: float, q: float) -> float:

@@ -125,13 +125,12 @@ class Prior:
     #: the study's fitted trainability model (``service.calibration``), set with ``c`` by the
     #: server's background pass: the soft prior's π(x) is then its probability of training
     model: Any = None
-    #: the model a ``restrict`` calibrated from other studies gates by (:meth:`set_gate`): a
-    #: point is feasible when its own edge, moved by its cell moment, accepts it (probability of
-    #: training ≥ ``gate_p``); None: ξ_C ≥ T/c
-    gate: Any = None
+    #: (model, level) of a ``restrict`` calibrated from other studies (:meth:`set_gate`): a point
+    #: is feasible where the model's probability of training (the logistic of its posterior mean
+    #: logit, s* included) reaches the level; None: ξ_C ≥ T/c. One tuple, replaced whole, so that
+    #: a claim never pairs one model with another's level.
+    gate: tuple[Any, float] | None = None
     p_min: float = 0.5
-    #: the level the gate asks for: ``p_min``, or lower where the model promises it almost nowhere
-    gate_p: float = 0.5
     #: feasible points of the gate's scan: what stands in for a proposal that cannot be repaired
     region: list[dict[str, float]] = field(default_factory=list)
 
@@ -174,56 +173,73 @@ class Prior:
         out["ok"] = self.within_bounds(ok, out.get("log_m1"), out["cell_moment"])
         return out
 
+    @property
+    def gate_p(self) -> float:
+        """The probability a gated study asks of each point (``p_min`` without a gate)."""
+        gate = self.gate
+        return self.p_min if gate is None else gate[1]
+
     def judge(self, xi: Any, log_m1: Any, s: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(margin, memory long enough) per point: log(c·ξ_C/T) and ξ_C ≥ T/c, or, with a
-        ``gate``, log(c(x)·ξ_C/T) ≥ 0 with c(x) the point's own calibrated edge (the optional
-        bounds are :meth:`within_bounds`)."""
+        """(margin, memory long enough) per point: log(c·ξ_C/T) and ξ_C ≥ T/c; with a ``gate``,
+        the mean logit less logit(level), ≥ 0 where the model's probability reaches the level
+        (the optional bounds are :meth:`within_bounds`)."""
+        gate = self.gate  # read once: the background pass may replace it meanwhile
         xi = np.atleast_1d(np.asarray(xi, float))
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_xi = np.log(np.maximum(xi, 0.0))
-            if self.gate is None:
-                margin = log_xi + math.log(self.c / self.T)
+            if gate is None:
+                margin = np.log(np.maximum(xi, 0.0)) + math.log(self.c / self.T)
             else:
+                model, level = gate
+                u = np.log(self.T / np.maximum(xi, 1e-300))
                 grad = None if log_m1 is None else np.atleast_1d(log_m1)
-                feats = features(np.atleast_1d(s))
-                margin = self.gate.edge_logs(self.gate_p, feats, grad) + log_xi - math.log(self.T)
+                logit = model.mean_logit(u, grad, features(np.atleast_1d(s)))
+                margin = logit - math.log(level / (1.0 - level))
         ok = np.isfinite(xi) & (margin >= 0.0)
         return margin, ok
 
-    def set_gate(self, model: Any, seed: int = 0) -> None:
+    def set_gate(self, model: Any, seed: int = 0) -> bool:
         """Gate by ``model`` (None: the rule ξ_C ≥ T/c again). Feasible: a probability of training
         of at least ``p_min``, or, where less than :data:`MIN_SHARE` of the space reaches it (a
         model fitted to a short or hard task may promise it almost nowhere), at least the level
         the best :data:`MIN_SHARE` reach. A random scan of the space finds that level and the
-        feasible points (``region``) that stand in for a proposal no repair makes feasible."""
+        feasible points (``region``) that stand in for a proposal no repair makes feasible.
+        Returns whether the study is gated now: a scan with no feasible point (no finite ξ_C
+        within the bounds) keeps the rule."""
         if model is None:
             self.gate, self.region = None, []
-            return
+            return False
         rng = np.random.default_rng(seed)
-        probe = dataclasses.replace(self, gate=model, gate_p=self.p_min)
+        size = self.points_for(0.5, 16, GATE_CHUNK)  # the GRU's theory costs far more a point
         points: list[dict[str, Any]] = []
         parts: list[dict[str, np.ndarray]] = []
         start = time.perf_counter()
         while len(points) < GATE_SCAN and (not parts or time.perf_counter() - start < GATE_SECONDS):
             chunk = [
                 {n: _on_grid(self.space[n], v) for n, v in _random_point(self, rng).items()}  # type: ignore[arg-type]
-                for _ in range(GATE_CHUNK)
+                for _ in range(size)
             ]
             points += chunk
-            parts.append(probe.evaluate(chunk))
+            parts.append(self.evaluate(chunk))
         got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        feats = features(got["cell_moment"])
-        with np.errstate(divide="ignore"):
-            u = np.log(self.T / np.maximum(got["xi_c"], 1e-300))
-        level, _ = model.posterior.logit(np.clip(u, -20.0, 20.0), got.get("log_m1", 0 * u), feats)
-        best = float(np.quantile(level, 1.0 - MIN_SHARE))
-        probe.gate_p = min(self.p_min, float(1.0 / (1.0 + math.exp(-best))))
-        log_m1, s = got.get("log_m1"), got["cell_moment"]
-        _, ok = probe.judge(got["xi_c"], log_m1, s)  # no second solve
+        xi, log_m1, s = got["xi_c"], got.get("log_m1"), got["cell_moment"]
+        usable = self.within_bounds(np.isfinite(xi), log_m1, s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.log(self.T / np.maximum(xi, 1e-300))
+        logit = model.mean_logit(u, log_m1, features(s))
+        if not usable.any():
+            self.gate, self.region = None, []
+            return False
+        best = float(np.quantile(logit[usable], 1.0 - MIN_SHARE))
+        level = min(self.p_min, max(1e-6, 0.5 * (1.0 + math.tanh(0.5 * best))))
+        probe = dataclasses.replace(self, gate=(model, level))
+        _, ok = probe.judge(xi, log_m1, s)  # the points already solved: no second solve
         ok = probe.within_bounds(ok, log_m1, s)
-        # claims read these: the level first, the gate last
-        self.gate_p, self.region = probe.gate_p, [p for p, k in zip(points, ok, strict=True) if k]
-        self.gate = model
+        region = [p for p, k in zip(points, ok, strict=True) if k]
+        if not region:  # rounding at the level itself: keep the rule
+            self.gate, self.region = None, []
+            return False
+        self.region, self.gate = region, (model, level)  # the gate last: claims read it
+        return True
 
     def within_bounds(self, ok: Any, log_m1: Any, cell_moment: Any) -> Any:
         """``ok`` (arrays or a bool) and the optional bounds: lo ≤ T·log m₁ ≤ hi and E[c²] ≤
@@ -241,11 +257,14 @@ class Prior:
             p = 1.0 / (1.0 + np.exp(-np.nan_to_num(margin, nan=-50.0) / self.width))
         return p
 
-    def log_density(self, margin: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
+    def log_density(
+        self, margin: np.ndarray, feats: np.ndarray | None = None, grad: Any = None
+    ) -> np.ndarray:
         """log π(x), computed without underflow (−log(1 + e^(−m/w))); for a calibrated study, the
         log of the lower credible bound (:data:`CAUTION` standard deviations of the logit) of its
         model's probability of training at log(T/ξ_C) = log c − m and the point's cell moment
-        (``feats``: :func:`service.calibration.features`; None: at its knee).
+        (``feats``: :func:`service.calibration.features`; None: at its knee) and T·log m₁
+        (``grad``, computed for a study with ``gradient_bounds``; None: 0)).
 
         The bound, not the mean: where the model is unsure (few outcomes, and far from the
         outcomes it has) a point weighs less than where it is sure, so a study started from a
@@ -253,19 +272,19 @@ class Prior:
         only its c accepts."""
         m = np.nan_to_num(np.asarray(margin, float), nan=-50.0, neginf=-50.0, posinf=50.0)
         if self.model is not None:
-            p = self.model.lower_bound(math.log(self.c) - m, z=CAUTION, feats=feats)
+            p = self.model.lower_bound(math.log(self.c) - m, grad, z=CAUTION, feats=feats)
             return np.log(np.clip(p, 1e-300, 1.0))
         return -np.logaddexp(0.0, -m / self.width)
 
     def soft_weights(
-        self, margin: np.ndarray, n_trials: int, feats: np.ndarray | None = None
+        self, margin: np.ndarray, n_trials: int, feats: np.ndarray | None = None, grad: Any = None
     ) -> np.ndarray:
         """πBO's weights π(x)^(β/n), n = trials so far + 1: a fixed prior fades as data
         accumulates; a calibrated one (``model`` set) keeps the exponent β, since its π(x) is
         itself fitted to the study's outcomes. Scaled so that the largest is 1 (they are only
         compared), never all zero."""
         fade = 1.0 if self.model is not None else 1.0 / (n_trials + 1)
-        log_w = self.log_density(margin, feats) * (self.confidence * fade)
+        log_w = self.log_density(margin, feats, grad) * (self.confidence * fade)
         return np.exp(log_w - log_w.max())
 
     def repair(self, point: Mapping[str, Any], margin: float = 0.0) -> dict[str, Any] | None:
@@ -397,7 +416,6 @@ def build_prior(
         strategy=spec.strategy,
         names=names,
         p_min=spec.p_min,
-        gate_p=spec.p_min,
     )
     gate = prior.gate_param
     for name in names:

@@ -82,7 +82,9 @@ class PriorSampler(BaseSampler):
             ]
             got = self.prior.evaluate(pool)
             feats = features(got["cell_moment"])
-            weights = self.prior.soft_weights(got["margin"], self.n_trials, feats)
+            weights = self.prior.soft_weights(
+                got["margin"], self.n_trials, feats, got.get("log_m1")
+            )
             chosen = pool[int(self.rng.choice(len(pool), p=weights / weights.sum()))]
         else:
             chosen = self._restrict(study, trial, first)

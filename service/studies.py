@@ -301,9 +301,14 @@ class Studies:
             )  # fmt: skip
             prior.c, prior.model = cal.c, model  # claims read them from here on
             if spec.prior.mode == "restrict":
-                prior.set_gate(acceptance_model(cal, model), seed=len(finished))
-                if prior.gate is not None:
+                gate = acceptance_model(cal, model)
+                if prior.set_gate(gate, seed=len(finished)):
                     cal = dataclasses.replace(cal, gate_p=prior.gate_p)
+                elif gate is not None:
+                    log.warning(
+                        "study %r: no point of a scan of its space passes its model's gate; it "
+                        "hands out by c = %.3g", info.name, cal.c,
+                    )  # fmt: skip
             info.calibration, info.calibrated_on = cal, len(finished)
             done += 1
         return done

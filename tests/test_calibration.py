@@ -203,10 +203,10 @@ def test_a_new_study_starts_from_the_outcomes_of_the_same_task(client) -> None:
         assert cal["sources"] == ["first"] and cal["source_outcomes"] == 60, cal
         assert cal["outcomes"] == 0 and 1.5 < cal["c"] < 7.0, cal
         prior = service.cache.peek(name).prior  # restrict now gates by the fitted model
-        assert prior.gate is not None and prior.evaluate(prior.region)["ok"].all()
+        assert prior.gate is not None and prior.region
+        assert prior.evaluate(prior.region)["ok"].all()
         assert 0.0 < cal["gate_p"] <= 0.5 and cal["gate_p"] == prior.gate_p, cal
     assert client.get("/api/v1/studies/fresh").json()["calibration"] is None  # nothing yet
-    assert service.cache.peek("fresh").prior.gate is None  # its own outcomes only: the rule
     body = specs.prior(name="lost")
     body["prior"] = {"mode": "restrict", "calibrate_from": ["nope"]}
     r = client.post("/api/v1/studies", json=body)
@@ -222,10 +222,10 @@ def moment_outcomes(rng: np.random.Generator, n: int) -> list[tuple[float, float
     return out
 
 
-def test_the_cell_moment_moves_each_points_edge() -> None:
+def test_the_cell_moment_lowers_a_saturated_points_logit() -> None:
     """From outcomes that need an unsaturated cell the model learns a negative weight on log s*
-    past its knee: a saturated point's own edge falls far below a calm one's. The same outcomes
-    without their moments leave that weight at the prior's 0."""
+    past its knee: at the same memory time a saturated point's logit falls far below a calm one's.
+    The same outcomes without their moments leave that weight at the prior's 0."""
     from service.calibration import features
 
     data = moment_outcomes(np.random.default_rng(5), 400)
@@ -236,9 +236,9 @@ def test_the_cell_moment_moves_each_points_edge() -> None:
     (h,) = model.posterior.mean[4:]
     assert h < -0.5, h
     assert blind.posterior.mean[4] == 0.0
-    calm, saturated = model.edge_logs(0.5, features([1.0, 300.0]))
-    assert not saturated > calm - 1.0, (calm, saturated)  # NaN: no memory is long enough
-    u = calm - 0.3  # inside the calm point's edge: its probability is above 1/2, the other's not
+    u = math.log(5.0) - 1.0  # memory to spare
+    calm, saturated = model.mean_logit([u, u], None, features([1.0, 300.0]))
+    assert calm > 0.0 > saturated and calm - saturated > 1.0, (calm, saturated)
     p = model.probability([u, u], feats=features([1.0, 300.0]))
     assert p[0] > 0.5 > p[1], p
     # past the knee (s* above 10) only, at most a factor 100 past it; a missing one at the knee
@@ -280,14 +280,41 @@ def test_a_restrict_calibrated_from_other_studies_gates_by_its_model() -> None:
     assert gated["ok"][calm].mean() > 0.5 and gated["ok"][saturated].mean() < 0.1
     assert prior.evaluate(prior.region)["ok"].all()
 
+    hopeful = TrainabilityModel(c=13.6, width=0.5)
+    for u in np.linspace(-20.0, 20.0, 200):
+        hopeful.add(float(u), 0.0, True)  # everything trained: every point is above the level
+    assert prior.set_gate(TrainabilityModel(c=13.6, width=0.5, base=source_prior(hopeful)))
+    assert prior.gate_p == 0.5 and prior.evaluate(points)["ok"].all()
+
     hopeless = TrainabilityModel(c=13.6, width=0.5)
     for _ in range(200):
         hopeless.add(0.0, 0.0, False)  # nothing ever trained: P far below 1/2 everywhere
-    prior.set_gate(TrainabilityModel(c=13.6, width=0.5, base=source_prior(hopeless)), seed=0)
+    assert prior.set_gate(TrainabilityModel(c=13.6, width=0.5, base=source_prior(hopeless)))
     assert prior.gate_p < 0.5 and prior.region
     scanned = len(prior.region) / MIN_SHARE  # about the scan's size
     assert scanned >= 256 and prior.evaluate(prior.region)["ok"].all()
 
-    prior.set_gate(None)
-    assert prior.gate is None and not prior.region
+    assert not prior.set_gate(None)
+    assert prior.gate is None and not prior.region and prior.gate_p == prior.p_min
     assert np.array_equal(prior.evaluate(points)["ok"], rule["ok"])
+
+
+def test_a_restrict_gates_only_on_other_studies_outcomes() -> None:
+    """``acceptance_model``: a study calibrated on its own outcomes alone keeps the rule (None);
+    one started from other studies gates by their model until a trial of its own trains, then by
+    the fitted one."""
+    from service.calibration import acceptance_model, calibrate, source_prior
+
+    other = TrainabilityModel(c=13.6, width=0.5)
+    for u, g, y in draw(np.random.default_rng(3), 60, lambda u: float(u <= math.log(3.0))):
+        other.add(u, g, y)
+    base = source_prior(other)
+    theory = {"xi_c": 50.0, "T": 100, "cell_moment": 1.0}
+    failed, ok = ("PRUNED", None, theory), ("COMPLETE", 0.9, theory)
+    cal, model = calibrate(13.6, 0.5, 0.5, 0.55, True, [failed, ok])
+    assert acceptance_model(cal, model) is None  # its own outcomes only
+    cal, model = calibrate(13.6, 0.5, 0.5, 0.55, True, [failed], base=base)
+    gate = acceptance_model(cal, model)
+    assert gate is not model and gate.base is base and not gate.outcomes  # the others' alone
+    cal, model = calibrate(13.6, 0.5, 0.5, 0.55, True, [failed, ok], base=base)
+    assert acceptance_model(cal, model) is model and cal.trained == 1

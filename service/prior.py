@@ -31,7 +31,6 @@ The theory sees only initialization hyperparameters (flat names of :class:`meanf
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -231,9 +230,7 @@ class Prior:
             return False
         best = float(np.quantile(logit[usable], 1.0 - MIN_SHARE))
         level = min(self.p_min, max(1e-6, 0.5 * (1.0 + math.tanh(0.5 * best))))
-        probe = dataclasses.replace(self, gate=(model, level))
-        _, ok = probe.judge(xi, log_m1, s)  # the points already solved: no second solve
-        ok = probe.within_bounds(ok, log_m1, s)
+        ok = usable & (logit >= math.log(level / (1.0 - level)))  # what judge says, no second pass
         region = [p for p, k in zip(points, ok, strict=True) if k]
         if not region:  # rounding at the level itself: keep the rule
             self.gate, self.region = None, []
